@@ -1,0 +1,131 @@
+"""
+Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete text, or chat.
+
+    python sample.py --ckpt=out/pretrain --prompt="def fib(n):"      # complete text
+    python sample.py --ckpt=out/pretrain --prompt=FILE:start.txt     # the prompt read from a file
+    python sample.py --ckpt=out/sft --chat                           # multi-turn chat on the terminal
+    python sample.py --ckpt=out/sft --chat --system="Answer briefly." < questions.txt   # one user turn per line
+
+Details implemented here:
+ 1. Generation goes through GPT.generate (KV cache), one batch of num_samples rows.
+ 2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
+ 3. A prompt longer than the context (block_size minus max_new_tokens, or minus half the context when more tokens
+    are asked for) is cut from the left, with a warning.
+ 4. Chat keeps the context within block_size by dropping the oldest user/assistant exchanges (the system message
+    stays); when stdin is not a terminal, each line is one user turn, so a chat can be scripted.
+ 5. Past the context, generation slides its window (nanoGPT crops the context the same way).
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from common import LM_STAGES, load_checkpoint, model_from_checkpoint, parse_config, setup
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    ckpt: str = "out/pretrain"     # a checkpoint file or a run directory holding ckpt.pt
+    prompt: str = "\n"             # text to complete; FILE:path reads it from a file
+    chat: bool = False             # multi-turn chat instead of text completion
+    system: str = ""               # chat: an optional system message
+    num_samples: int = 1           # completions of the prompt, sampled as one batch
+    max_new_tokens: int = 256      # tokens to generate per completion or chat turn
+    temperature: float = 0.8       # 0 is greedy
+    top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
+    top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
+    seed: int = 1337
+    device: str = "auto"           # auto, cpu, cuda, mps
+    dtype: str = "auto"            # auto (bfloat16 on CUDA, else float32), float32
+
+
+def left_truncate(ids, limit, what):
+    """(3) keep the last `limit` tokens, saying so when that drops any."""
+    if len(ids) > limit:
+        print(f"warning: {what} has {len(ids)} tokens, more than the {limit} that fit; keeping the last {limit}",
+              file=sys.stderr)
+        return ids[-limit:]
+    return ids
+
+
+def generate(model, tok, prompt, cfg, rt, stop_id):
+    """(1) num_samples continuations of one prompt (a token list) -> lists of new tokens, each cut before stop_id.
+
+    (5) Learned positions end at block_size, so when prompt + answer outgrow the context the window slides: the last
+    half of the context is kept, the KV cache is refilled from it, and generation goes on.
+    """
+    block = model.config.block_size
+    x = torch.tensor([prompt] * cfg.num_samples, device=rt.device)  # (n, T)
+    new = x[:, :0]
+    g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+    while new.size(1) < cfg.max_new_tokens and not bool((new == stop_id).any(1).all()):
+        if x.size(1) >= block:
+            x = x[:, -(block // 2):]
+        steps = min(cfg.max_new_tokens - new.size(1), block - x.size(1))
+        with rt.autocast:
+            out, _ = model.generate(x, steps, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                                    top_p=cfg.top_p, eos_id=stop_id, pad_id=tok.pad_id, generator=g)
+        new, x = torch.cat([new, out[:, x.size(1):]], 1), out
+    rows = [row[:row.index(stop_id)] if stop_id in row else row for row in new.tolist()]
+    return rows
+
+
+def fit_chat(tok, messages, limit):
+    """(4) Render messages as a prompt, dropping the oldest exchanges (not the system message) until it fits."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(system):]
+    while True:
+        ids = tok.render_prompt(system + rest)
+        if len(ids) <= limit or len(rest) <= 1:
+            return left_truncate(ids, limit, "the conversation"), system + rest
+        rest = rest[2:] if len(rest) > 2 else rest[-1:]  # drop the oldest user turn and its answer
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    if cfg.chat:
+        cfg.num_samples = 1
+    ckpt = load_checkpoint(cfg.ckpt, stages=LM_STAGES,
+                           hint="sample.py needs a language model (pretrain, sft, ppo or dpo checkpoint)")
+    tok = get_tokenizer(ckpt["tokenizer"])
+    model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    # (3) the prompt keeps room for max_new_tokens, or for half the context when more are asked (the window slides)
+    limit = model.config.block_size - min(cfg.max_new_tokens, model.config.block_size // 2)
+
+    if not cfg.chat:
+        text = cfg.prompt
+        if text.startswith("FILE:"):
+            with open(text[5:], encoding="utf-8") as f:
+                text = f.read()
+        prompt = left_truncate(tok.encode(text), limit, "the prompt")
+        for i, row in enumerate(generate(model, tok, prompt, cfg, rt, tok.eot_id)):
+            print(text + tok.decode(row))
+            if i < cfg.num_samples - 1:
+                print("-" * 80)
+        sys.exit(0)
+
+    # chat: one user turn per line; on a terminal, with a prompt sign
+    interactive = sys.stdin.isatty()
+    messages = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    if interactive:
+        print(f"chatting with {os.path.abspath(cfg.ckpt)} ({ckpt['stage']}); an empty line or ctrl-d ends")
+    while True:
+        try:
+            line = input("user> " if interactive else "")
+        except EOFError:
+            break
+        if not line.strip():
+            if interactive:
+                break
+            continue
+        if not interactive:
+            print(f"user> {line}")
+        messages.append({"role": "user", "content": line})
+        ids, messages = fit_chat(tok, messages, limit)
+        answer = tok.decode(generate(model, tok, ids, cfg, rt, tok.end_id)[0])
+        print(f"assistant> {answer}", flush=True)
+        messages.append({"role": "assistant", "content": answer})
