@@ -26,16 +26,25 @@ LM_STAGES = ("pretrain", "sft", "ppo", "dpo")  # checkpoints whose model is a la
 
 
 def parse_config(cls, argv=None):
-    """Build cls from --field=value flags (or --field value; a bare --flag for booleans). Unknown flags fail with the
-    list of valid ones."""
+    """Build cls from --field=value flags (or --field value; a bare --flag for booleans). --config=FILE.json first
+    sets fields from a named recipe; flags after it still override. Unknown flags fail with the list of valid ones."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    preset = {}
+    for a in [a for a in argv if a.startswith("--config=")]:  # a named recipe: a JSON file of field values
+        argv.remove(a)
+        with open(a.split("=", 1)[1]) as f:
+            preset.update(json.load(f))
+    bad = sorted(set(preset) - set(fields))
+    if bad:
+        raise SystemExit(f"unknown field(s) {', '.join(bad)} in the --config file; valid fields: {', '.join(fields)}")
     parser = argparse.ArgumentParser(description=(sys.modules["__main__"].__doc__ or "").split("\n\n")[0].strip(),
                                      allow_abbrev=False)
     for name, f in fields.items():
         kind = {bool: _parse_bool, int: int, float: float, str: str}[type(f.default)]
         extra = dict(nargs="?", const=True) if kind is _parse_bool else {}  # a bare --resume means --resume=true
-        parser.add_argument(f"--{name}", type=kind, default=f.default, metavar=type(f.default).__name__.upper(),
-                            **extra)
+        parser.add_argument(f"--{name}", type=kind, default=preset.get(name, f.default),
+                            metavar=type(f.default).__name__.upper(), **extra)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise SystemExit(f"unknown option(s) {' '.join(unknown)}; valid options: "
@@ -144,6 +153,44 @@ def accumulate_gradients(model, micro_batches, rt):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# data files
+
+
+def read_jsonl(path, validate, hint=""):
+    """The records of a JSONL file, each checked by validate(record), which raises ValueError saying what it expected.
+    A missing file, a line that is not JSON or a record that fails the check stops the run naming file and line."""
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} not found" + (f": {hint}" if hint else ""))
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{path}:{lineno}: not valid JSON ({e})")
+            try:
+                validate(record)
+            except (ValueError, TypeError, KeyError) as e:
+                raise SystemExit(f"{path}:{lineno}: {e}")
+            records.append(record)
+    return records
+
+
+def check_messages(record, last_role=None):
+    """A record's "messages": a list of {"role": system|user|assistant, "content": str}, optionally ending with last_role."""
+    if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
+        raise ValueError('expected an object with a non-empty "messages" list')
+    for m in record["messages"]:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(m.get("content"), str):
+            raise ValueError(f'expected messages like {{"role": "system"|"user"|"assistant", "content": "..."}}, got {m!r}')
+    if last_role and record["messages"][-1]["role"] != last_role:
+        raise ValueError(f"expected the last message to be a {last_role} turn")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # checkpoints
 
 
@@ -202,6 +249,40 @@ def unwrap(model):
     """The plain module under DDP and torch.compile wrappers: what checkpoints store (no `_orig_mod.` prefixes)."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# generation for many prompts (answers to score, comparisons to label, evaluation)
+
+
+@torch.no_grad()
+def generate_batched(model, prompts, rt, pad_id, stop_id, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
+                     batch_size=64, generator=None):
+    """Answers to prompts (token lists of any lengths), batch_size at a time, each batch left-padded into one
+    KV-cache generation. Returns [(new tokens cut before stop_id, finished: stop_id was generated)] in prompt order.
+    A prompt longer than the context minus max_new_tokens keeps its last tokens (with a warning)."""
+    limit = model.config.block_size - max_new_tokens
+    if limit <= 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of "
+                         f"{model.config.block_size}")
+    cut = sum(len(p) > limit for p in prompts)
+    if cut:
+        print(f"warning: {cut} prompts are longer than {limit} tokens; keeping their last {limit}", file=sys.stderr)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch: less padding
+    results = [None] * len(prompts)
+    for s in range(0, len(order), batch_size):
+        idxs = order[s:s + batch_size]
+        batch = [prompts[i][-limit:] for i in idxs]
+        T = max(len(p) for p in batch)
+        x = torch.tensor([[pad_id] * (T - len(p)) + p for p in batch], device=rt.device)        # (B, T) left-padded
+        mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in batch], device=rt.device)
+        with rt.autocast:
+            out, _ = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    eos_id=stop_id, pad_id=pad_id, attention_mask=mask, generator=generator)
+        for i, row in zip(idxs, out[:, T:].tolist()):
+            finished = stop_id in row
+            results[i] = (row[:row.index(stop_id)] if finished else row, finished)
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""
+Compare policies on held-out prompts by the labeler's gold score, the measure no training stage ever sees.
+
+    python evaluate.py --policies=out/pretrain,out/sft              # table on stdout, numbers in out/eval/results.json
+    python evaluate.py --policies=out/sft,out/sft_scratch --out_dir=out/eval_ablation
+
+Details implemented here:
+ 1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), generated in batches through the same
+    KV-cache path as sample.py (common.generate_batched), with fixed, printed sampling settings.
+ 2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
+    (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text one per line, then a new line; its answer is
+    what it writes up to the first line break (or <|endoftext|>).
+ 3. The labeler (data/<name>/labeler.py, the hidden human) scores each answer; the table gives the mean per
+    instruction family and overall, and the "ideal" row scores the data's reference answers (the best achievable).
+Win rates, the RM score, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
+"""
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
+    parse_config, read_jsonl, setup
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    policies: str = "out/pretrain,out/sft"  # comma-separated checkpoints (files or run directories)
+    data_dir: str = "data/assistant"         # prompts_eval.jsonl and labeler.py
+    out_dir: str = "out/eval"                # results.json goes here
+    max_new_tokens: int = 64                 # answer length limit
+    batch_size: int = 64                     # prompts per generation batch
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def bare_prompt(messages):
+    """(2) The conversation as plain text, for a model that never saw the chat format."""
+    return "".join(m["content"] + "\n" for m in messages)
+
+
+def answer(ckpt, records, cfg, rt):
+    tok = get_tokenizer(ckpt["tokenizer"])
+    model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    chat = ckpt["stage"] != "pretrain"
+    prompts = [tok.render_prompt(r["messages"]) if chat else tok.encode(bare_prompt(r["messages"])) for r in records]
+    out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
+                           temperature=0.0, batch_size=cfg.batch_size)
+    texts = [tok.decode(ids) for ids, _ in out]
+    return texts if chat else [t.split("\n")[0] for t in texts]
+
+
+def table(rows, families):
+    """rows: {name: {family: mean score, "all": mean}} -> a fixed-width text table."""
+    cols = families + ["all"]
+    lines = [f"{'policy':<14}" + "".join(f"{c:>12}" for c in cols)]
+    for name, scores in rows.items():
+        lines.append(f"{name:<14}" + "".join(f"{scores[c]:>12.3f}" for c in cols))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    sys.path.insert(0, cfg.data_dir)
+    import labeler  # (3) the hidden human of this dataset
+
+    records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), lambda r: check_messages(r, "user"),
+                         hint="run python data/assistant/prepare.py")
+    families = sorted({r["family"] for r in records})
+    print(f"{len(records)} held-out prompts; greedy decoding, at most {cfg.max_new_tokens} new tokens")
+
+    def summary(scores):
+        by = {f: [s for s, r in zip(scores, records) if r["family"] == f] for f in families}
+        return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
+
+    rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
+    for path in cfg.policies.split(","):
+        ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
+        name = ckpt["stage"] if ckpt["stage"] not in [r for r in rows] else os.path.basename(os.path.normpath(path))
+        texts = answer(ckpt, records, cfg, rt)
+        scores = [labeler.score(r, t) for r, t in zip(records, texts)]
+        rows[name] = summary(scores)
+        results["policies"][name] = {"checkpoint": path, "gold_score": rows[name]["all"], "n_prompts": len(records),
+                                     "families": {f: rows[name][f] for f in families},
+                                     "examples": [{"prompt": r["messages"][-1]["content"], "answer": t}
+                                                  for r, t in list(zip(records, texts))[:8]]}
+    rows["ideal"] = summary([labeler.score(r, r["ideal"]) for r in records])
+    print(table(rows, families))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)

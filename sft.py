@@ -1,0 +1,197 @@
+"""
+Supervised fine-tuning (SFT): InstructGPT's first stage. A pretrained GPT, which only continues text, learns to
+follow instructions by imitating demonstrations written in the chat format.
+
+    python data/assistant/prepare.py && python pretrain.py --data_dir=data/assistant --max_iters=2000
+    python sft.py                                        # out/pretrain -> out/sft (~2 minutes on 2 CPU cores)
+    python sft.py --resume                               # continue an interrupted run
+    python sft.py --scratch --out_dir=out/sft_scratch    # ablation: same architecture, no pretraining
+    python sample.py --ckpt=out/sft --chat               # talk to it
+    torchrun --standalone --nproc_per_node=2 sft.py      # DDP, same global batch as one process
+
+Details implemented here:
+ 1. Data: sft_train.jsonl / sft_val.jsonl, records {"messages": [...]} with at least one assistant turn; a bad record
+    stops the run before anything is written, naming the file and line.
+ 2. Loss mask (InstructGPT; DESIGN.md): next-token cross-entropy on the content of every assistant turn and on the
+    <|end|> that closes it (so the model learns to stop); target -1 on system and user turns and role tokens.
+ 3. The loss is averaged over the unmasked tokens of the whole global batch, not per micro-batch or per sequence
+    (common.accumulate_gradients); a batch with none gives 0, not NaN.
+ 4. Sequences are padded on the right, one conversation per row, never packed: causal attention then never lets a
+    token see another conversation or a pad (pads come after every real token of their row), so no mask is needed.
+ 5. Cosine decay with warmup (InstructGPT trained 16 epochs with cosine decay; our small model overfits sooner, so the
+    default is 4 epochs). Residual dropout 0.1 (InstructGPT used 0.2 on 1.3B-175B models; a 0.85M model trained
+    for a few epochs needs less).
+ 6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped.
+ 7. The checkpoint has stage "sft" and names its parent (the pretrained checkpoint); the tokenizer must be the data's.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from common import (LM_STAGES, Logger, accumulate_gradients, check_messages, cleanup, configure_optimizer, get_lr,
+                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
+                    set_rng_state, setup, unwrap)
+from model import GPT
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    data_dir: str = "data/assistant"  # sft_train.jsonl, sft_val.jsonl and meta.json (data/assistant/prepare.py)
+    init_from: str = "out/pretrain"   # the pretrained checkpoint to start from
+    scratch: bool = False             # ablation: init_from's architecture with fresh random weights
+    out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
+    resume: bool = False              # continue from out_dir/ckpt.pt
+    epochs: int = 4                   # passes over the demonstrations (5)
+    batch_size: int = 32              # conversations per micro-batch per process
+    grad_accum: int = 1               # micro-batches per step per process
+    learning_rate: float = 1e-3       # peak learning rate
+    min_lr: float = 1e-4              # learning rate at the end of the cosine decay
+    warmup_iters: int = 20            # linear warmup steps
+    weight_decay: float = 0.1         # on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # clip the global gradient norm; 0 disables
+    dropout: float = 0.1              # residual / attention dropout while fine-tuning (5)
+    eval_interval: int = 100          # steps between val-loss evaluations and checkpoints
+    log_interval: int = 20            # steps between log lines
+    seed: int = 1337
+    device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
+    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16, float16
+    compile: bool = False             # torch.compile the model (GPUs)
+
+
+def check_demonstration(record):  # (1)
+    check_messages(record)
+    if not any(m["role"] == "assistant" for m in record["messages"]):
+        raise ValueError("expected at least one assistant turn in a demonstration (there is nothing to learn from)")
+
+
+def load_demonstrations(path, tok, block_size):
+    """Rendered (ids, targets) pairs of a demonstrations file; conversations longer than the context are dropped."""
+    records = read_jsonl(path, check_demonstration, hint="run python data/assistant/prepare.py")
+    rendered = [tok.render_conversation(r["messages"]) for r in records]
+    kept = [r for r in rendered if len(r[0]) <= block_size]
+    if len(kept) < len(rendered):
+        print(f"warning: {path}: dropped {len(rendered) - len(kept)} conversations longer than {block_size} tokens")
+    return kept
+
+
+def collate(examples, pad_id, device):
+    """(4) Right-pad a list of (ids, targets) into x, y of shape (B, T_max); pads get target -1."""
+    T = max(len(ids) for ids, _ in examples)
+    x = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids, _ in examples], device=device)
+    y = torch.tensor([tg + [-1] * (T - len(tg)) for _, tg in examples], device=device)
+    return x, y
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples, batch_size, pad_id, rt):
+    """Mean loss over every trained token of the examples (token-weighted, like the training loss)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        x, y = collate(examples[i:i + batch_size], pad_id, rt.device)
+        with rt.autocast:
+            _, loss = model(x, y)
+        n = int((y != -1).sum())
+        total, count = total + loss.item() * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    meta_path = os.path.join(cfg.data_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        raise SystemExit(f"{meta_path} not found: run python data/assistant/prepare.py (or the prepare.py of your data)")
+    with open(meta_path) as f:
+        data_tokenizer = json.load(f)["tokenizer"]
+
+    # model: the pretrained parent, or the run being resumed
+    source = cfg.out_dir if cfg.resume else cfg.init_from
+    ckpt = load_checkpoint(source, stages=("sft",) if cfg.resume else LM_STAGES, tokenizer=data_tokenizer,
+                           hint="SFT starts from a language model: run pretrain.py first")  # (7)
+    model = model_from_checkpoint(ckpt, dropout=cfg.dropout)
+    if cfg.scratch and not cfg.resume:
+        model = GPT(model.config)  # the same architecture, fresh weights
+    tok = get_tokenizer(ckpt["tokenizer"])
+    train = load_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), tok, model.config.block_size)
+    val = load_demonstrations(os.path.join(cfg.data_dir, "sft_val.jsonl"), tok, model.config.block_size)
+
+    per_rank = cfg.batch_size * cfg.grad_accum
+    global_batch = per_rank * rt.world_size
+    steps_per_epoch = len(train) // global_batch
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train)} demonstrations are fewer than one global batch of {global_batch}")
+    max_iters = cfg.epochs * steps_per_epoch
+    model.to(rt.device)
+    optimizer = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                    rt.device_type)
+    step = 0
+    if cfg.resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"])
+        step = ckpt["step"]
+    parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else os.path.abspath(cfg.init_from))
+    raw = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+
+    if rt.master:
+        print(f"config: {json.dumps(asdict(cfg))}")
+        print(f"model: {raw.num_params() / 1e6:.2f}M parameters from {'scratch' if cfg.scratch else source}")
+        print(f"data: {len(train)} train / {len(val)} val conversations, {steps_per_epoch} steps per epoch, "
+              f"{max_iters} steps")
+    logger = Logger(cfg.out_dir, max_iters, rt.master)
+
+    def checkpoint(val_loss):
+        if rt.master:
+            save_checkpoint(cfg.out_dir, {
+                "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
+                "tokenizer": tok.name, "stage": "sft", "parent": parent, "config": asdict(cfg), "step": step,
+                "optimizer": optimizer.state_dict(), "rng": rng_state(), "val_loss": val_loss})
+
+    if step == 0:
+        logger.log(0, val_loss=evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt))
+    model.train()
+    t_last, step_last, tokens = time.time(), step, 0
+    while step < max_iters:
+        epoch, i = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()  # (6)
+        batch = order[i * global_batch:(i + 1) * global_batch][rt.rank * per_rank:(rt.rank + 1) * per_rank]
+        micro = [collate([train[j] for j in batch[k:k + cfg.batch_size]], tok.pad_id, rt.device)
+                 for k in range(0, per_rank, cfg.batch_size)]
+        tokens += sum(x.numel() for x, _ in micro)
+        lr = get_lr(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, max_iters)  # (5)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = accumulate_gradients(model, micro, rt)  # (2) (3)
+        if not math.isfinite(loss):
+            raise SystemExit(f"loss is {loss} at step {step}: stopped before the update; {cfg.out_dir}/ckpt.pt still "
+                             f"holds the last good weights (lower --learning_rate and run with --resume)")
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % cfg.log_interval == 0 or step == max_iters:
+            dt = (time.time() - t_last) / (step - step_last)
+            logger.log(step, loss=loss, lr=lr, epoch=epoch, ms_per_step=dt * 1000,
+                       tok_per_s=tokens * rt.world_size / (dt * (step - step_last)))
+            t_last, step_last, tokens = time.time(), step, 0
+        if step % cfg.eval_interval == 0 or step == max_iters:
+            val_loss = evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt)
+            logger.log(step, val_loss=val_loss)
+            checkpoint(val_loss)
+            t_last, step_last, tokens = time.time(), step, 0
+    cleanup(rt)
