@@ -292,13 +292,15 @@ def generate_batched(model, prompts, rt, pad_id, stop_id, max_new_tokens, temper
 class Logger:
     """One line per step on stdout, and the same numbers as a JSON line in out_dir/log.jsonl (rank 0 only)."""
 
-    def __init__(self, out_dir, total_steps, master=True):
+    def __init__(self, out_dir, total_steps, master=True, resume=False):
         self.path = os.path.join(out_dir, "log.jsonl")
         self.total, self.master = total_steps, master
         self.t0 = time.time()
         self.first_step = None
         if master:
             os.makedirs(out_dir, exist_ok=True)
+            if not resume and os.path.exists(self.path):
+                os.remove(self.path)  # a new run starts a new log; a resumed one appends to its own
 
     def log(self, step, **metrics):
         if not self.master:

@@ -8,8 +8,8 @@ Details implemented here:
  1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), generated in batches through the same
     KV-cache path as sample.py (common.generate_batched), with fixed, printed sampling settings.
  2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
-    (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text one per line, then a new line; its answer is
-    what it writes up to the first line break (or <|endoftext|>).
+    (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text joined by spaces; its answer is what it
+    writes next, up to <|endoftext|> or the length limit.
  3. The labeler (data/<name>/labeler.py, the hidden human) scores each answer; the table gives the mean per
     instruction family and overall, and the "ideal" row scores the data's reference answers (the best achievable).
 Win rates, the RM score, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
@@ -39,7 +39,7 @@ class Config:
 
 def bare_prompt(messages):
     """(2) The conversation as plain text, for a model that never saw the chat format."""
-    return "".join(m["content"] + "\n" for m in messages)
+    return " ".join(m["content"] for m in messages) + " "
 
 
 def answer(ckpt, records, cfg, rt):
@@ -49,8 +49,7 @@ def answer(ckpt, records, cfg, rt):
     prompts = [tok.render_prompt(r["messages"]) if chat else tok.encode(bare_prompt(r["messages"])) for r in records]
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
                            temperature=0.0, batch_size=cfg.batch_size)
-    texts = [tok.decode(ids) for ids, _ in out]
-    return texts if chat else [t.split("\n")[0] for t in texts]
+    return [tok.decode(ids) for ids, _ in out]
 
 
 def table(rows, families):
@@ -80,7 +79,7 @@ if __name__ == "__main__":
     rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
-        name = ckpt["stage"] if ckpt["stage"] not in [r for r in rows] else os.path.basename(os.path.normpath(path))
+        name = ckpt["stage"] if ckpt["stage"] not in rows else os.path.basename(os.path.normpath(path))
         texts = answer(ckpt, records, cfg, rt)
         scores = [labeler.score(r, t) for r, t in zip(records, texts)]
         rows[name] = summary(scores)

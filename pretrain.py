@@ -142,7 +142,7 @@ if __name__ == "__main__":
         print(f"config: {json.dumps(asdict(cfg))}")
         print(f"model: {raw.num_params() / 1e6:.2f}M parameters, {json.dumps(asdict(raw.config))}")
         print(f"data: {len(train_data):,} train / {len(val_data):,} val tokens ({meta['tokenizer']} tokenizer)")
-    logger = Logger(cfg.out_dir, cfg.max_iters, rt.master)
+    logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, cfg.resume)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * cfg.block_size
 
     def checkpoint(val_loss):

@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded data, start to finish, with the default (CPU) configs.
-# Stages that exist so far: data -> pretrain -> sample. SFT, the reward model, PPO, DPO and the evaluation table
-# join here as they land (see the README's status table).
+# The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes.
+# Stages so far: prepare -> pretrain -> sft -> evaluate. The reward model, PPO, DPO and best-of-n join here as they
+# land (see the README's status table).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 
-echo "== prepare: the Python standard library as a byte-level corpus"
-$PY data/pycode/prepare.py
+stage() { echo; echo "== $1"; SECONDS=0; }
+took() { echo "-- $1 took ${SECONDS}s"; }
 
-echo "== pretrain: a ~0.9M-parameter GPT, ~10 minutes on a 2-core CPU (out/pretrain)"
-$PY pretrain.py "$@"
+stage "prepare: the assistant world (corpus, demonstrations, prompts)"
+$PY data/assistant/prepare.py
+took prepare
 
-echo "== sample: the pretrained model continues Python"
-$PY sample.py --ckpt=out/pretrain --prompt="def " --max_new_tokens=300 --temperature=0.6
+stage "pretrain: a 0.85M-parameter GPT on the world's prose (out/pretrain)"
+$PY pretrain.py --config=config/pretrain_assistant.json | grep -E "val_loss|^model"
+took pretrain
+
+stage "sft: fine-tune on the demonstrations (out/sft)"
+$PY sft.py | grep -E "val_loss|^data"
+took sft
+
+stage "evaluate: the labeler's gold score on held-out prompts (out/eval/results.json)"
+$PY evaluate.py --policies=out/pretrain,out/sft
+took evaluate

@@ -38,24 +38,24 @@ def test_prepare_is_deterministic_for_a_seed(tmp_path):
 
 def test_no_eval_prompt_appears_in_any_training_file(world):
     evals = read(world / "prompts_eval.jsonl")
-    assert len(evals) >= 200 and {r["family"] for r in evals} >= {"knowledge", "transform", "arithmetic", "refusal",
+    assert len(evals) >= 200 and {r["family"] for r in evals} == {"knowledge", "transform", "arithmetic", "refusal",
                                                                    "multiturn", "style"}
-    eval_users = {m["content"] for r in evals for m in r["messages"] if m["role"] == "user"} - \
-        set(assistant.FOLLOW_UPS.values())  # "And where does it live?" is not a question by itself
-    for name in ("sft_train", "sft_val", "prompts_label", "prompts_rl"):
+    held_out = {json.dumps(r["messages"]) for r in evals}
+    chat_files = ("sft_train", "sft_val", "prompts_label", "prompts_rl")
+    for name in chat_files:
         for r in read(world / f"{name}.jsonl"):
-            users = {m["content"] for m in r["messages"] if m["role"] == "user"}
-            assert not users & eval_users, (name, users & eval_users)
-    # the held-out knowledge facts are in the pretraining corpus (that is what the model must recall) ...
-    tok = get_tokenizer("bytes")
+            m = r["messages"]  # every prefix that ends with a user turn is a prompt this file trains on
+            prompts = {json.dumps(m[:i + 1]) for i in range(len(m)) if m[i]["role"] == "user"}
+            assert not prompts & held_out, name
+    # the facts eval's knowledge prompts ask are in the pretraining corpus (the model must recall them) ...
     import numpy as np
-    corpus = tok.decode(np.fromfile(world / "train.bin", dtype=np.uint16).tolist())
-    k = next(r for r in evals if r["family"] == "knowledge")
-    assert k["ideal"] in corpus
-    # ... but never in a chat-format file
-    for name in ("sft_train", "sft_val", "prompts_label", "prompts_rl"):
-        assert k["ideal"] not in (world / f"{name}.jsonl").read_text()
+    corpus = get_tokenizer("bytes").decode(np.fromfile(world / "train.bin", dtype=np.uint16).tolist())
     assert "<|user|>" not in corpus and "<|assistant|>" not in corpus
+    knowledge = [r for r in evals if r["family"] == "knowledge"]
+    assert len(knowledge) >= 40 and all(r["ideal"] in corpus for r in knowledge)
+    # ... but no chat-format file states them
+    chat_text = "".join((world / f"{name}.jsonl").read_text() for name in chat_files)
+    assert not [r["ideal"] for r in knowledge if r["ideal"] in chat_text]
 
 
 def test_sft_mask_on_a_real_multiturn_record(world):
@@ -114,6 +114,13 @@ def test_sft_steps_lower_the_val_loss(world, tmp_path):
     # and the chat path answers with it
     proc = run("sample.py", f"--ckpt={out}", "--chat", "--max_new_tokens=16", stdin="What is 2 + 2?\n")
     assert "assistant> " in proc.stdout
+    # evaluate.py scores both with the labeler: a table, and results.json with every family
+    proc = run("evaluate.py", f"--policies={pt},{out}", f"--data_dir={world}", "--max_new_tokens=16",
+               f"--out_dir={tmp_path / 'eval'}")
+    assert "ideal" in proc.stdout and "knowledge" in proc.stdout
+    res = json.load(open(tmp_path / "eval" / "results.json"))
+    assert set(res["policies"]) == {"pretrain", "sft"}
+    assert res["policies"]["sft"]["n_prompts"] == 240 and "refusal" in res["policies"]["sft"]["families"]
 
 
 @pytest.mark.parametrize("line, message", [

@@ -56,6 +56,15 @@ def test_unknown_config_field_lists_the_valid_ones():
     assert parse_config(Config, ["--compile=true", "--max_iters", "7"]).max_iters == 7
 
 
+def test_a_config_file_sets_fields_and_flags_still_override(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"max_iters": 9, "block_size": 64}))
+    cfg = parse_config(Config, [f"--config={tmp_path / 'r.json'}", "--max_iters=3", "--resume"])
+    assert (cfg.max_iters, cfg.block_size, cfg.resume) == (3, 64, True)
+    (tmp_path / "bad.json").write_text(json.dumps({"max_iter": 9}))
+    with pytest.raises(SystemExit, match="unknown field.*max_iter.*valid fields"):
+        parse_config(Config, [f"--config={tmp_path / 'bad.json'}"])
+
+
 def weights(path):
     return torch.load(os.path.join(path, "ckpt.pt"), weights_only=False)["model"]
 
