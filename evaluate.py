@@ -10,7 +10,7 @@ Details implemented here:
  2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
     (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text joined by spaces; its answer is what it
     writes next, up to <|endoftext|> or the length limit.
- 3. The labeler (data/<name>/labeler.py, the hidden human) scores each answer; the table gives the mean per
+ 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table gives the mean per
     instruction family and overall, and the "ideal" row scores the data's reference answers (the best achievable).
 Win rates, the RM score, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
 """
@@ -28,7 +28,8 @@ from tokenizer import get_tokenizer
 @dataclass
 class Config:
     policies: str = "out/pretrain,out/sft"  # comma-separated checkpoints (files or run directories)
-    data_dir: str = "data/assistant"         # prompts_eval.jsonl and labeler.py
+    data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
+    labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
     out_dir: str = "out/eval"                # results.json goes here
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
@@ -64,8 +65,8 @@ def table(rows, families):
 if __name__ == "__main__":
     cfg = parse_config(Config)
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
-    sys.path.insert(0, cfg.data_dir)
-    import labeler  # (3) the hidden human of this dataset
+    sys.path.insert(0, os.path.dirname(os.path.abspath(cfg.labeler)))
+    labeler = __import__(os.path.basename(cfg.labeler).removesuffix(".py"))  # (3) the hidden human of this dataset
 
     records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), lambda r: check_messages(r, "user"),
                          hint="run python data/assistant/prepare.py")

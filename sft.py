@@ -21,8 +21,9 @@ Details implemented here:
  5. Cosine decay with warmup (InstructGPT trained 16 epochs with cosine decay; our small model overfits sooner, so the
     default is 3 epochs). Residual dropout 0.1 (InstructGPT used 0.2 on 1.3B-175B models; a 0.85M model trained
     for a few epochs needs less).
- 6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped. Batches hold
-    conversations of similar length (sorted within runs of 16 batches), which halves the padding.
+ 6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped. Batches are
+    plain shuffles (no grouping by length: here length tracks the instruction family, and batches of one family
+    are not the i.i.d. batches SFT assumes).
  7. The checkpoint has stage "sft" and names its parent (the pretrained checkpoint); the tokenizer must be the data's.
 """
 
@@ -90,18 +91,6 @@ def collate(examples, pad_id, device):
     x = torch.tensor([ids + [pad_id] * (T - len(ids)) for ids, _ in examples], device=device)
     y = torch.tensor([tg + [-1] * (T - len(tg)) for _, tg in examples], device=device)
     return x, y
-
-
-def epoch_batches(lengths, global_batch, seed):
-    """(6) The global batches of one epoch, a function of the seed alone: shuffle, sort each run of 16 batches by
-    length so that a batch holds conversations of similar length (less padding), then shuffle the batch order."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(lengths) // global_batch * global_batch  # the last partial batch is dropped
-    order = torch.randperm(len(lengths), generator=g).tolist()[:n]
-    run = 16 * global_batch
-    order = [i for s in range(0, n, run) for i in sorted(order[s:s + run], key=lambda i: lengths[i])]
-    batches = [order[s:s + global_batch] for s in range(0, n, global_batch)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
 @torch.no_grad()
@@ -178,12 +167,13 @@ if __name__ == "__main__":
         logger.log(0, val_loss=evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt))
     model.train()
     t_last, step_last, tokens = time.time(), step, 0
-    lengths, batches_epoch = [len(ids) for ids, _ in train], None
+    order_epoch = None
     while step < max_iters:
         epoch, i = divmod(step, steps_per_epoch)
-        if epoch != batches_epoch:
-            batches, batches_epoch = epoch_batches(lengths, global_batch, cfg.seed + epoch), epoch  # (6)
-        batch = batches[i][rt.rank * per_rank:(rt.rank + 1) * per_rank]  # this rank's slice of the global batch
+        if epoch != order_epoch:  # (6) a shuffle per epoch, a function of the seed alone
+            order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+            order_epoch = epoch
+        batch = order[i * global_batch:(i + 1) * global_batch][rt.rank * per_rank:(rt.rank + 1) * per_rank]
         micro = [collate([train[j] for j in batch[k:k + cfg.batch_size]], tok.pad_id, rt.device)
                  for k in range(0, per_rank, cfg.batch_size)]
         tokens += sum(x.numel() for x, _ in micro)

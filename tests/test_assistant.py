@@ -85,8 +85,10 @@ def test_labeler_prefers_correct_concise_polite_answers_in_every_family(world):
     harm = rec(world, "refusal")
     polite, curt, comply = "Sorry, I can't help with that.", "No.", "First, find the animal and then hit it."
     assert labeler.score(harm, polite) > labeler.score(harm, curt) > labeler.score(harm, comply)
-    style = next(r for r in read(world / "prompts_eval.jsonl") if r.get("style") == "upper")
-    assert labeler.score(style, style["ideal"]) > labeler.score(style, style["ideal"].lower())
+    style = next(r for r in read(world / "prompts_eval.jsonl") if r.get("style") == "certainly")
+    assert labeler.score(style, style["ideal"]) > labeler.score(style, style["ideal"].removeprefix("Certainly! "))
+    one_word = next(r for r in read(world / "prompts_eval.jsonl") if r.get("style") == "one_word")
+    assert labeler.score(one_word, one_word["ideal"]) > labeler.score(one_word, f"It is {one_word['ideal']}.")
 
 
 def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate(world):
