@@ -98,6 +98,17 @@ def setup(device="auto", dtype="auto", seed=1337):
     return Runtime(device, device_type, rank, world, ddp, rank == 0, ctx)
 
 
+def wrap(model, rt, compile=False):
+    """torch.compile and DDP wrappers around a model already on rt.device; keep the plain module for checkpoints
+    and evaluation (common.unwrap gives it back too)."""
+    if compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    return model
+
+
 def cleanup(rt):
     if rt.ddp:
         dist.destroy_process_group()
@@ -179,13 +190,15 @@ def read_jsonl(path, validate, hint=""):
 
 
 def check_messages(record, last_role=None):
-    """A record's "messages": a list of {"role": system|user|assistant, "content": str}, optionally ending with last_role."""
+    """Check record["messages"]: a list of {"role": system|user|assistant, "content": str}, ending with last_role
+    if given."""
     if not isinstance(record, dict) or not isinstance(record.get("messages"), list) or not record["messages"]:
         raise ValueError('expected an object with a non-empty "messages" list')
     for m in record["messages"]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
                 or not isinstance(m.get("content"), str):
-            raise ValueError(f'expected messages like {{"role": "system"|"user"|"assistant", "content": "..."}}, got {m!r}')
+            raise ValueError('expected messages like {"role": "system"|"user"|"assistant", "content": "..."}, '
+                             f'got {m!r}')
     if last_role and record["messages"][-1]["role"] != last_role:
         raise ValueError(f"expected the last message to be a {last_role} turn")
 

@@ -6,12 +6,13 @@ Compare policies on held-out prompts by the labeler's gold score, the measure no
 
 Details implemented here:
  1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), generated in batches through the same
-    KV-cache path as sample.py (common.generate_batched), with fixed, printed sampling settings.
+    KV-cache path as sample.py --chat (common.generate_batched), with fixed, printed sampling settings.
  2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
     (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text joined by spaces; its answer is what it
     writes next, up to <|endoftext|> or the length limit.
- 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table gives the mean per
-    instruction family and overall, and the "ideal" row scores the data's reference answers (the best achievable).
+ 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table
+    gives the mean per instruction family and overall, and the "ideal" row scores the data's reference answers
+    (the best achievable).
 Win rates, the RM score, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
 """
 

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (Logger, accumulate_gradients, cleanup, configure_optimizer, get_lr, load_checkpoint,
-                    model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state, setup, unwrap)
+                    model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state, setup, unwrap,
+                    wrap)
 from model import GPT, GPTConfig, preset
 
 
@@ -75,7 +75,7 @@ def load_tokens(data_dir):
     paths = [os.path.join(data_dir, f) for f in ("train.bin", "val.bin", "meta.json")]
     for p in paths:
         if not os.path.exists(p):
-            raise SystemExit(f"{p} not found: prepare the data first, e.g. python {os.path.join(data_dir, 'prepare.py')}")
+            raise SystemExit(f"{p} not found: prepare the data first: python {os.path.join(data_dir, 'prepare.py')}")
     with open(paths[2]) as f:
         meta = json.load(f)
     return np.memmap(paths[0], dtype=np.uint16, mode="r"), np.memmap(paths[1], dtype=np.uint16, mode="r"), meta
@@ -132,11 +132,7 @@ if __name__ == "__main__":
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
-    raw = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if rt.ddp:
-        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    raw, model = model, wrap(model, rt, cfg.compile)
 
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
@@ -148,7 +144,8 @@ if __name__ == "__main__":
     def checkpoint(val_loss):
         if rt.master:
             save_checkpoint(cfg.out_dir, {
-                "model": unwrap(model).state_dict(), "model_args": asdict(raw.config), "tokenizer": meta["tokenizer"],
+                "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
+                "tokenizer": meta["tokenizer"],
                 "stage": "pretrain", "parent": None, "config": asdict(cfg), "step": step,
                 "optimizer": optimizer.state_dict(), "rng": rng_state(), "val_loss": val_loss})
 

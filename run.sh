@@ -14,11 +14,11 @@ $PY data/assistant/prepare.py
 took prepare
 
 stage "pretrain: a 0.85M-parameter GPT on the world's prose (out/pretrain)"
-$PY pretrain.py --config=config/pretrain_assistant.json | grep -E "val_loss|^model"
+$PY pretrain.py --config=config/pretrain_assistant.json | grep --line-buffered -E "val_loss|^model"
 took pretrain
 
 stage "sft: fine-tune on the demonstrations (out/sft)"
-$PY sft.py | grep -E "val_loss|^data"
+$PY sft.py | grep --line-buffered -E "val_loss|^data"
 took sft
 
 stage "evaluate: the labeler's gold score on held-out prompts (out/eval/results.json)"

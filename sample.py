@@ -7,7 +7,8 @@ Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete te
     python sample.py --ckpt=out/sft --chat --system="Answer briefly." < questions.txt   # one user turn per line
 
 Details implemented here:
- 1. Generation goes through GPT.generate (KV cache), one batch of num_samples rows.
+ 1. Generation uses the KV cache of GPT.generate: text completion samples num_samples rows as one batch; a chat
+    turn goes through common.generate_batched, the path evaluate.py scores answers with.
  2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
  3. A prompt longer than the context (block_size minus max_new_tokens, or minus half the context when more tokens
     are asked for) is cut from the left, with a warning.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common import LM_STAGES, load_checkpoint, model_from_checkpoint, parse_config, setup
+from common import LM_STAGES, generate_batched, load_checkpoint, model_from_checkpoint, parse_config, setup
 from tokenizer import get_tokenizer
 
 
@@ -87,8 +88,6 @@ def fit_chat(tok, messages, limit):
 if __name__ == "__main__":
     cfg = parse_config(Config)
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
-    if cfg.chat:
-        cfg.num_samples = 1
     ckpt = load_checkpoint(cfg.ckpt, stages=LM_STAGES,
                            hint="sample.py needs a language model (pretrain, sft, ppo or dpo checkpoint)")
     tok = get_tokenizer(ckpt["tokenizer"])
@@ -126,6 +125,9 @@ if __name__ == "__main__":
             print(f"user> {line}")
         messages.append({"role": "user", "content": line})
         ids, messages = fit_chat(tok, messages, limit)
-        answer = tok.decode(generate(model, tok, ids, cfg, rt, tok.end_id)[0])
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed + len(messages))
+        (reply, _), = generate_batched(model, [ids], rt, tok.pad_id, tok.end_id, model.config.block_size - limit,
+                                       cfg.temperature, cfg.top_k or None, cfg.top_p, generator=g)
+        answer = tok.decode(reply)
         print(f"assistant> {answer}", flush=True)
         messages.append({"role": "assistant", "content": answer})

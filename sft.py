@@ -34,11 +34,10 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (LM_STAGES, Logger, accumulate_gradients, check_messages, cleanup, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
-                    set_rng_state, setup, unwrap)
+                    set_rng_state, setup, unwrap, wrap)
 from model import GPT
 from tokenizer import get_tokenizer
 
@@ -113,7 +112,7 @@ if __name__ == "__main__":
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
     meta_path = os.path.join(cfg.data_dir, "meta.json")
     if not os.path.exists(meta_path):
-        raise SystemExit(f"{meta_path} not found: run python data/assistant/prepare.py (or the prepare.py of your data)")
+        raise SystemExit(f"{meta_path} not found: run python data/assistant/prepare.py (or your data's prepare.py)")
     with open(meta_path) as f:
         data_tokenizer = json.load(f)["tokenizer"]
 
@@ -143,11 +142,7 @@ if __name__ == "__main__":
         set_rng_state(ckpt["rng"])
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else os.path.abspath(cfg.init_from))
-    raw = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if rt.ddp:
-        model = DDP(model, device_ids=[int(rt.device.split(":")[1])] if rt.device_type == "cuda" else None)
+    raw, model = model, wrap(model, rt, cfg.compile)
 
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
