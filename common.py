@@ -90,11 +90,13 @@ def setup(device="auto", dtype="auto", seed=1337):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     device_type = device.split(":")[0]
-    torch.manual_seed(seed)
+    torch.manual_seed(seed + rank)  # each rank its own dropout masks and samples
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in ("float32", "bfloat16"):  # float16 would need loss scaling (a GradScaler), not implemented
+        raise SystemExit(f"--dtype={dtype} is not supported; use auto, bfloat16 or float32")
     ctx = contextlib.nullcontext() if dtype == "float32" else \
-        torch.autocast(device_type, dtype={"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype])
+        torch.autocast(device_type, dtype=torch.bfloat16)
     return Runtime(device, device_type, rank, world, ddp, rank == 0, ctx)
 
 
@@ -134,6 +136,16 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, decay_iters):
         return min_lr
     ratio = (step - warmup_iters) / max(1, decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def check_finite(loss, grad_norm, step, out_dir):
+    """Stop the run, before the update, when the loss or the gradient is NaN or infinite, saying what is left."""
+    if math.isfinite(loss) and math.isfinite(float(grad_norm)):
+        return
+    what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {float(grad_norm)}"
+    kept = (f"{ckpt_path(out_dir)} still holds the last good weights (lower --learning_rate and run with --resume)"
+            if os.path.exists(ckpt_path(out_dir)) else "no checkpoint was written yet (lower --learning_rate)")
+    raise SystemExit(f"{what} at step {step}: stopped before the update; {kept}")
 
 
 def accumulate_gradients(model, micro_batches, rt):
@@ -217,7 +229,10 @@ def save_checkpoint(path, ckpt):
     path = ckpt_path(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
-    torch.save(ckpt, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename, so even a power cut leaves one whole checkpoint
     os.replace(tmp, path)
 
 
@@ -248,14 +263,26 @@ def model_from_checkpoint(ckpt, **overrides):
     return model
 
 
-def rng_state():
-    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+def rng_state(rt):
+    """Every rank's RNG state, gathered (a collective: all ranks call it), for the checkpoint."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    state = {"torch": torch.get_rng_state(), "cuda": cuda}
+    if not rt.ddp:
+        return [state]
+    states = [None] * rt.world_size
+    dist.all_gather_object(states, state)
+    return states
 
 
-def set_rng_state(state):
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(states, rt):
+    """Restore this rank's RNG state; with another number of ranks than the run had, keep the fresh seeds."""
+    if len(states) != rt.world_size:
+        print(f"warning: the checkpoint has RNG states of {len(states)} ranks, this run has {rt.world_size}; "
+              f"dropout masks will differ from an uninterrupted run", file=sys.stderr)
+        return
+    torch.set_rng_state(states[rt.rank]["torch"])
+    if states[rt.rank]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states[rt.rank]["cuda"])
 
 
 def unwrap(model):
@@ -305,15 +332,16 @@ def generate_batched(model, prompts, rt, pad_id, stop_id, max_new_tokens, temper
 class Logger:
     """One line per step on stdout, and the same numbers as a JSON line in out_dir/log.jsonl (rank 0 only)."""
 
-    def __init__(self, out_dir, total_steps, master=True, resume=False):
+    def __init__(self, out_dir, total_steps, master=True, resume_step=None):
         self.path = os.path.join(out_dir, "log.jsonl")
         self.total, self.master = total_steps, master
         self.t0 = time.time()
         self.first_step = None
         if master:
             os.makedirs(out_dir, exist_ok=True)
-            if not resume and os.path.exists(self.path):
-                os.remove(self.path)  # a new run starts a new log; a resumed one appends to its own
+            lines = open(self.path).readlines() if resume_step is not None and os.path.exists(self.path) else []
+            with open(self.path, "w") as f:  # a new run starts a new log; a resumed one keeps its lines up to the
+                f.writelines(l for l in lines if json.loads(l)["step"] <= resume_step)  # checkpoint's step
 
     def log(self, step, **metrics):
         if not self.master:

@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
+import common
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, read_jsonl, setup
 from tokenizer import get_tokenizer
@@ -37,6 +38,13 @@ class Config:
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"
+
+
+def check_prompt(record):
+    check_messages(record, "user")
+    missing = [k for k in ("family", "ideal", "check", "key") if k not in record]
+    if missing:
+        raise ValueError(f"expected a prompt record with the labeler's fields; missing {', '.join(missing)}")
 
 
 def bare_prompt(messages):
@@ -69,7 +77,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.abspath(cfg.labeler)))
     labeler = __import__(os.path.basename(cfg.labeler).removesuffix(".py"))  # (3) the hidden human of this dataset
 
-    records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), lambda r: check_messages(r, "user"),
+    records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), check_prompt,
                          hint="run python data/assistant/prepare.py")
     families = sorted({r["family"] for r in records})
     print(f"{len(records)} held-out prompts; greedy decoding, at most {cfg.max_new_tokens} new tokens")
@@ -81,7 +89,11 @@ if __name__ == "__main__":
     rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
-        name = ckpt["stage"] if ckpt["stage"] not in rows else os.path.basename(os.path.normpath(path))
+        name = ckpt["stage"]  # the row's name: the stage, or the run directory when two share a stage
+        if name in rows:
+            name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
+        while name in rows:
+            name += "'"
         texts = answer(ckpt, records, cfg, rt)
         scores = [labeler.score(r, t) for r, t in zip(records, texts)]
         rows[name] = summary(scores)

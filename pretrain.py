@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common import (Logger, accumulate_gradients, cleanup, configure_optimizer, get_lr, load_checkpoint,
-                    model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state, setup, unwrap,
-                    wrap)
+from common import (Logger, accumulate_gradients, check_finite, cleanup, configure_optimizer, get_lr,
+                    load_checkpoint, model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state,
+                    setup, unwrap, wrap)
 from model import GPT, GPTConfig, preset
 
 
@@ -66,7 +66,7 @@ class Config:
     log_interval: int = 50          # steps between log lines
     seed: int = 1337
     device: str = "auto"            # auto (cuda if available), cpu, cuda, cuda:1, mps
-    dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32), float32, bfloat16, float16
+    dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32), float32, bfloat16
     compile: bool = False           # torch.compile the model (GPUs)
 
 
@@ -131,23 +131,24 @@ if __name__ == "__main__":
                                     rt.device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], rt)
     raw, model = model, wrap(model, rt, cfg.compile)
 
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
         print(f"model: {raw.num_params() / 1e6:.2f}M parameters, {json.dumps(asdict(raw.config))}")
         print(f"data: {len(train_data):,} train / {len(val_data):,} val tokens ({meta['tokenizer']} tokenizer)")
-    logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, cfg.resume)
+    logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, step if cfg.resume else None)
     tokens_per_step = cfg.batch_size * cfg.grad_accum * rt.world_size * cfg.block_size
 
     def checkpoint(val_loss):
+        rng = rng_state(rt)  # every rank's, so that a resumed DDP run draws the same dropout masks
         if rt.master:
             save_checkpoint(cfg.out_dir, {
                 "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": meta["tokenizer"],
                 "stage": "pretrain", "parent": None, "config": asdict(cfg), "step": step,
-                "optimizer": optimizer.state_dict(), "rng": rng_state(), "val_loss": val_loss})
+                "optimizer": optimizer.state_dict(), "rng": rng, "val_loss": val_loss})
 
     if step == 0 and rt.master:
         logger.log(step, val_loss=estimate_loss(raw, val_data, cfg, rt))
@@ -163,11 +164,11 @@ if __name__ == "__main__":
         x, y = (t[rt.rank * per_rank:(rt.rank + 1) * per_rank].to(rt.device) for t in (x, y))
         micro = [(x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]) for i in range(0, per_rank, cfg.batch_size)]
         loss = accumulate_gradients(model, micro, rt)  # (3)
-        if not np.isfinite(loss):  # (6)
-            raise SystemExit(f"loss is {loss} at step {step}: stopped before the update; {cfg.out_dir}/ckpt.pt still "
-                             f"holds the last good weights (lower --learning_rate and run with --resume)")
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # (2)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # (2)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        check_finite(loss, norm, step, cfg.out_dir)  # (6) stop before a NaN reaches the weights
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

@@ -52,14 +52,15 @@ def left_truncate(ids, limit, what):
     return ids
 
 
-def generate(model, tok, prompt, cfg, rt, stop_id):
-    """(1) num_samples continuations of one prompt (a token list) -> lists of new tokens, each cut before stop_id.
+def complete(model, tok, prompt, cfg, rt):
+    """(1) num_samples continuations of one prompt (a token list) -> lists of new tokens, each cut before the
+    first <|endoftext|> (2).
 
     (5) Learned positions end at block_size, so when prompt + answer outgrow the context the window slides: the last
     half of the context is kept, the KV cache is refilled from it, and generation goes on.
     """
-    block = model.config.block_size
-    x = torch.tensor([prompt] * cfg.num_samples, device=rt.device)  # (n, T)
+    block, stop_id = model.config.block_size, tok.eot_id
+    x = torch.tensor([prompt or [tok.eot_id]] * cfg.num_samples, dtype=torch.long, device=rt.device)  # (n, T)
     new = x[:, :0]
     g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
     while new.size(1) < cfg.max_new_tokens and not bool((new == stop_id).any(1).all()):
@@ -70,8 +71,7 @@ def generate(model, tok, prompt, cfg, rt, stop_id):
             out, _ = model.generate(x, steps, temperature=cfg.temperature, top_k=cfg.top_k or None,
                                     top_p=cfg.top_p, eos_id=stop_id, pad_id=tok.pad_id, generator=g)
         new, x = torch.cat([new, out[:, x.size(1):]], 1), out
-    rows = [row[:row.index(stop_id)] if stop_id in row else row for row in new.tolist()]
-    return rows
+    return [row[:row.index(stop_id)] if stop_id in row else row for row in new.tolist()]
 
 
 def fit_chat(tok, messages, limit):
@@ -101,13 +101,16 @@ if __name__ == "__main__":
             with open(text[5:], encoding="utf-8") as f:
                 text = f.read()
         prompt = left_truncate(tok.encode(text), limit, "the prompt")
-        for i, row in enumerate(generate(model, tok, prompt, cfg, rt, tok.eot_id)):
+        for i, row in enumerate(complete(model, tok, prompt, cfg, rt)):
             print(text + tok.decode(row))
             if i < cfg.num_samples - 1:
                 print("-" * 80)
         sys.exit(0)
 
     # chat: one user turn per line; on a terminal, with a prompt sign
+    if cfg.max_new_tokens > model.config.block_size - limit:
+        print(f"warning: chat answers are capped at {model.config.block_size - limit} tokens, half the context",
+              file=sys.stderr)
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": cfg.system}] if cfg.system else []
     if interactive:

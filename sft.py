@@ -28,16 +28,15 @@ Details implemented here:
 """
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (LM_STAGES, Logger, accumulate_gradients, check_messages, cleanup, configure_optimizer, get_lr,
-                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
-                    set_rng_state, setup, unwrap, wrap)
+from common import (LM_STAGES, Logger, accumulate_gradients, check_finite, check_messages, cleanup,
+                    configure_optimizer, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
+                    rng_state, save_checkpoint, set_rng_state, setup, unwrap, wrap)
 from model import GPT
 from tokenizer import get_tokenizer
 
@@ -64,7 +63,7 @@ class Config:
     log_interval: int = 20            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16, float16
+    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
     compile: bool = False             # torch.compile the model (GPUs)
 
 
@@ -139,7 +138,7 @@ if __name__ == "__main__":
     step = 0
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], rt)
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else os.path.abspath(cfg.init_from))
     raw, model = model, wrap(model, rt, cfg.compile)
@@ -149,14 +148,15 @@ if __name__ == "__main__":
         print(f"model: {raw.num_params() / 1e6:.2f}M parameters from {'scratch' if cfg.scratch else source}")
         print(f"data: {len(train)} train / {len(val)} val conversations, {steps_per_epoch} steps per epoch, "
               f"{max_iters} steps")
-    logger = Logger(cfg.out_dir, max_iters, rt.master, cfg.resume)
+    logger = Logger(cfg.out_dir, max_iters, rt.master, step if cfg.resume else None)
 
     def checkpoint(val_loss):
+        rng = rng_state(rt)  # every rank's, so that a resumed DDP run draws the same dropout masks
         if rt.master:
             save_checkpoint(cfg.out_dir, {
                 "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": tok.name, "stage": "sft", "parent": parent, "config": asdict(cfg), "step": step,
-                "optimizer": optimizer.state_dict(), "rng": rng_state(), "val_loss": val_loss})
+                "optimizer": optimizer.state_dict(), "rng": rng, "val_loss": val_loss})
 
     if step == 0:
         logger.log(0, val_loss=evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt))
@@ -176,11 +176,11 @@ if __name__ == "__main__":
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = accumulate_gradients(model, micro, rt)  # (2) (3)
-        if not math.isfinite(loss):
-            raise SystemExit(f"loss is {loss} at step {step}: stopped before the update; {cfg.out_dir}/ckpt.pt still "
-                             f"holds the last good weights (lower --learning_rate and run with --resume)")
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        check_finite(loss, norm, step, cfg.out_dir)  # stop before a NaN reaches the weights
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

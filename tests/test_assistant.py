@@ -99,6 +99,12 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
     flips = sum(labeler.rank(r, [r["ideal"], "No idea."], noise=0.2, rng=rng) == [1, 0] for _ in range(4000))
     assert 0.17 < flips / 4000 < 0.23
     assert labeler.rank(r, [r["ideal"], r["ideal"]], noise=0.5, rng=rng) == [0, 0]  # a tie stays a tie
+    # with K = 4 an answer moves at most one place: the worst never comes out best
+    four = [r["ideal"], "Sure! " + r["ideal"], "Okay, so. " + r["ideal"] + " Bye.", "It is unknown."]
+    assert labeler.rank(r, four) == [0, 1, 2, 3]
+    for _ in range(2000):
+        ranks = labeler.rank(r, four, noise=0.5, rng=rng)
+        assert ranks[3] >= 2 and ranks[0] <= 1
 
 
 def test_sft_steps_lower_the_val_loss(world, tmp_path):

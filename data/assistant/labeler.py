@@ -32,6 +32,8 @@ def is_refusal(text):
 def correct(record, text):
     """Is the answer right? `check` is "contains" (key as a whole word, none of `others`) or "number" (the last
     number in the answer is key)."""
+    if record["check"] not in ("number", "contains"):
+        raise ValueError(f"unknown check {record['check']!r}: re-run data/assistant/prepare.py")
     if record["check"] == "number":
         numbers = NUMBER.findall(text)
         return bool(numbers) and numbers[-1] == record["key"]
@@ -41,6 +43,8 @@ def correct(record, text):
 
 def follows_style(record, text):
     style = record.get("style", "")
+    if style not in ("", "certainly", "one_word"):
+        raise ValueError(f"unknown style {style!r}: re-run data/assistant/prepare.py")
     if style == "certainly":
         return text.startswith("Certainly!")
     if style == "one_word":
@@ -64,15 +68,19 @@ def score(record, response):
 
 def rank(record, responses, noise=0.0, rng=None):
     """Ranks (0 = best) of K responses; equal scores tie. With noise > 0 the labeler disagrees with the rubric:
-    each pair of neighbours in the ranking is swapped with probability `noise` (for K = 2, exactly the flip rate)."""
+    going down the ranking, each untied pair of neighbours is swapped with probability `noise`, and an answer that
+    moved is not moved again (for K = 2 this is exactly the flip rate; no answer travels more than one place)."""
     scores = [score(record, r) for r in responses]
     levels = sorted(set(scores), reverse=True)
     ranks = [levels.index(s) for s in scores]
     if noise > 0:
         rng = rng or random.Random()
         order = sorted(range(len(responses)), key=lambda i: ranks[i])
-        for j in range(len(order) - 1):
+        j = 0
+        while j < len(order) - 1:
             a, b = order[j], order[j + 1]
             if ranks[a] != ranks[b] and rng.random() < noise:
                 ranks[a], ranks[b] = ranks[b], ranks[a]
+                j += 1  # b has moved: the next pair starts after it
+            j += 1
     return ranks
