@@ -221,6 +221,7 @@ def check_messages(record, last_role=None):
 
 def ckpt_path(path):
     """A run directory (out/sft) or a checkpoint file (out/sft/ckpt.pt) -> the checkpoint file."""
+    path = str(path)
     return os.path.join(path, "ckpt.pt") if not path.endswith(".pt") else path
 
 

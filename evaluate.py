@@ -13,7 +13,10 @@ Details implemented here:
  3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table
     gives the mean per instruction family and overall, and the "ideal" row scores the data's reference answers
     (the best achievable).
-Win rates, the RM score, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
+ 4. With --reward, each policy's mean RM score, the RM's held-out accuracy from its checkpoint, and the Spearman
+    rank correlation between RM score and gold score over the chat policies' answers (how well the proxy tracks
+    the truth on fresh answers of the model it was trained on).
+Win rates, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
 """
 
 import json
@@ -21,9 +24,12 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
+import torch
+
 import common
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, read_jsonl, setup
+from reward import encode_answer, load_reward_model, pad_right
 from tokenizer import get_tokenizer
 
 
@@ -32,6 +38,7 @@ class Config:
     policies: str = "out/pretrain,out/sft"  # comma-separated checkpoints (files or run directories)
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
+    reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
     out_dir: str = "out/eval"                # results.json goes here
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
@@ -59,15 +66,42 @@ def answer(ckpt, records, cfg, rt):
     prompts = [tok.render_prompt(r["messages"]) if chat else tok.encode(bare_prompt(r["messages"])) for r in records]
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
                            temperature=0.0, batch_size=cfg.batch_size)
-    return [tok.decode(ids) for ids, _ in out]
+    return [tok.decode(ids) for ids, _ in out], [finished for _, finished in out]
+
+
+def rankdata(x):
+    """Ranks 0..n-1 of the values of x, ties sharing their average rank (as Spearman's rho needs)."""
+    x = torch.tensor(x, dtype=torch.float64)
+    ranks = torch.empty_like(x)
+    ranks[x.argsort()] = torch.arange(len(x), dtype=torch.float64)
+    _, inv = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(int(inv.max()) + 1, dtype=torch.float64).index_add_(0, inv, ranks)
+    counts = torch.zeros_like(sums).index_add_(0, inv, torch.ones_like(x))
+    return (sums / counts)[inv]
+
+
+def spearman(a, b):
+    return float(torch.corrcoef(torch.stack([rankdata(a), rankdata(b)]))[0, 1])
+
+
+@torch.no_grad()
+def rm_scores(rm, tok, records, texts, finished, rt, batch_size=64):
+    block = rm.gpt.config.block_size
+    seqs = [encode_answer(tok, r["messages"], t, f, block) for r, t, f in zip(records, texts, finished)]
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        idx, mask = pad_right(seqs[i:i + batch_size], tok.pad_id, rt.device)
+        with rt.autocast:
+            out += rm(idx, mask).float().tolist()
+    return out
 
 
 def table(rows, families):
-    """rows: {name: {family: mean score, "all": mean}} -> a fixed-width text table."""
-    cols = families + ["all"]
+    """rows: {name: {family: mean gold score, "all": mean, "rm": mean RM score (optional)}} -> a text table."""
+    cols = families + ["all"] + (["rm"] if any("rm" in r for r in rows.values()) else [])
     lines = [f"{'policy':<14}" + "".join(f"{c:>12}" for c in cols)]
     for name, scores in rows.items():
-        lines.append(f"{name:<14}" + "".join(f"{scores[c]:>12.3f}" for c in cols))
+        lines.append(f"{name:<14}" + "".join(f"{scores[c]:>12.3f}" if c in scores else f"{'':>12}" for c in cols))
     return "\n".join(lines)
 
 
@@ -87,6 +121,12 @@ if __name__ == "__main__":
         return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
 
     rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
+    rm, pairs_for_rho = None, []
+    if cfg.reward:
+        rm, rm_ckpt = load_reward_model(cfg.reward)
+        rm.to(rt.device)
+        results["reward_model"] = {"val_accuracy": rm_ckpt["val_accuracy"],
+                                   "length_baseline_accuracy": rm_ckpt["length_baseline_accuracy"]}
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
         name = ckpt["stage"]  # the row's name: the stage, or the run directory when two share a stage
@@ -94,15 +134,27 @@ if __name__ == "__main__":
             name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
         while name in rows:
             name += "'"
-        texts = answer(ckpt, records, cfg, rt)
+        texts, finished = answer(ckpt, records, cfg, rt)
         scores = [labeler.score(r, t) for r, t in zip(records, texts)]
         rows[name] = summary(scores)
+        if rm is not None:
+            rm_score = rm_scores(rm, get_tokenizer(ckpt["tokenizer"]), records, texts, finished, rt)
+            rows[name]["rm"] = sum(rm_score) / len(rm_score)
+            if ckpt["stage"] != "pretrain":
+                pairs_for_rho += list(zip(rm_score, scores))
         results["policies"][name] = {"checkpoint": path, "gold_score": rows[name]["all"], "n_prompts": len(records),
+                                     "rm_score": rows[name].get("rm"),
                                      "families": {f: rows[name][f] for f in families},
                                      "examples": [{"prompt": r["messages"][-1]["content"], "answer": t}
                                                   for r, t in list(zip(records, texts))[:8]]}
     rows["ideal"] = summary([labeler.score(r, r["ideal"]) for r in records])
     print(table(rows, families))
+    if rm is not None and pairs_for_rho:
+        rho = spearman(*zip(*pairs_for_rho))
+        results["reward_model"]["spearman_rm_vs_gold"] = rho
+        print(f"reward model: held-out pairwise accuracy {rm_ckpt['val_accuracy']:.3f} (longer-answer baseline "
+              f"{rm_ckpt['length_baseline_accuracy']:.3f}); Spearman rho of RM vs gold score over "
+              f"{len(pairs_for_rho)} chat-policy answers: {rho:.3f}")
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

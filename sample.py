@@ -5,6 +5,8 @@ Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete te
     python sample.py --ckpt=out/pretrain --prompt=FILE:start.txt     # the prompt read from a file
     python sample.py --ckpt=out/sft --chat                           # multi-turn chat on the terminal
     python sample.py --ckpt=out/sft --chat --system="Answer briefly." < questions.txt   # one user turn per line
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
+        --max_new_tokens=64 --out=out/samples.jsonl       # K answers to every prompt of a file (for labeling)
 
 Details implemented here:
  1. Generation uses the KV cache of GPT.generate: text completion samples num_samples rows as one batch; a chat
@@ -15,15 +17,20 @@ Details implemented here:
  4. Chat keeps the context within block_size by dropping the oldest user/assistant exchanges (the system message
     stays); when stdin is not a terminal, each line is one user turn, so a chat can be scripted.
  5. Past the context, generation slides its window (nanoGPT crops the context the same way).
+ 6. --prompts: num_samples answers to each record of a JSONL prompts file, all through common.generate_batched at
+    the given temperature, written as the record plus "responses" (text) and "finished" (ended with <|end|>, not
+    cut by the length limit). This is how InstructGPT's comparisons start: the model answers, labelers rank.
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass
 
 import torch
 
-from common import LM_STAGES, generate_batched, load_checkpoint, model_from_checkpoint, parse_config, setup
+from common import (LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, parse_config,
+                    read_jsonl, setup)
 from tokenizer import get_tokenizer
 
 
@@ -38,6 +45,9 @@ class Config:
     temperature: float = 0.8       # 0 is greedy
     top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
+    prompts: str = ""              # a JSONL file of {"messages": [... user]} records to answer num_samples times
+    out: str = "samples.jsonl"     # --prompts: where the answers go
+    batch_size: int = 64           # --prompts: rows per generation batch
     seed: int = 1337
     device: str = "auto"           # auto, cpu, cuda, mps
     dtype: str = "auto"            # auto (bfloat16 on CUDA, else float32), float32
@@ -94,6 +104,22 @@ if __name__ == "__main__":
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
     # (3) the prompt keeps room for max_new_tokens, or for half the context when more are asked (the window slides)
     limit = model.config.block_size - min(cfg.max_new_tokens, model.config.block_size // 2)
+
+    if cfg.prompts:  # (6)
+        records = read_jsonl(cfg.prompts, lambda r: check_messages(r, "user"))
+        prompts = [tok.render_prompt(r["messages"]) for r in records for _ in range(cfg.num_samples)]
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, cfg.temperature,
+                               cfg.top_k or None, cfg.top_p, cfg.batch_size, g)
+        os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
+        with open(cfg.out + ".tmp", "w") as f:
+            for i, r in enumerate(records):
+                answers = out[i * cfg.num_samples:(i + 1) * cfg.num_samples]
+                f.write(json.dumps({**r, "responses": [tok.decode(ids) for ids, _ in answers],
+                                    "finished": [fin for _, fin in answers]}) + "\n")
+        os.replace(cfg.out + ".tmp", cfg.out)
+        print(f"{len(records)} prompts x {cfg.num_samples} answers -> {cfg.out}")
+        sys.exit(0)
 
     if not cfg.chat:
         text = cfg.prompt

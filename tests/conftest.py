@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -23,6 +24,18 @@ def run(*args, check=True, stdin=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def read(path):
+    return [json.loads(line) for line in open(path)]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """data/assistant/prepare.py's files, written once per test session."""
+    out = tmp_path_factory.mktemp("assistant")
+    run("data/assistant/prepare.py", f"--out_dir={out}")
+    return out
 
 
 @pytest.fixture(scope="session")

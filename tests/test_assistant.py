@@ -15,15 +15,7 @@ import labeler  # noqa: E402
 import prepare as assistant  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("assistant")
-    run("data/assistant/prepare.py", f"--out_dir={out}")
-    return out
-
-
-def read(path):
-    return [json.loads(line) for line in open(path)]
+from conftest import read  # noqa: E402
 
 
 def test_prepare_is_deterministic_for_a_seed(tmp_path):

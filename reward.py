@@ -1,0 +1,234 @@
+"""
+The reward model (RM): InstructGPT's second stage. A GPT trunk with a scalar head learns, from ranked comparisons,
+to score an answer the way the labelers would.
+
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
+        --max_new_tokens=64 --out=out/samples.jsonl             # K answers per prompt from the SFT model
+    python data/assistant/label.py --samples=out/samples.jsonl    # the labeler ranks them -> prefs_*.jsonl
+    python reward.py                                              # out/sft -> out/reward (seconds on a CPU)
+
+    from reward import load_reward_model                          # for ppo.py, dpo.py, sample.py, evaluate.py
+    rm = load_reward_model("out/reward"); scores = rm(idx, attention_mask)   # (B,)
+
+Details implemented here:
+ 1. RM = the SFT model's trunk + a linear head to one scalar, read at the last real token of prompt + response
+    (the <|end|> closing the answer, or the last token of an answer cut by the length limit). That position is found
+    from the attention mask, so left padding, right padding and no padding give the same score; never a pad.
+ 2. Loss for a prompt with K ranked answers (InstructGPT eq. 1): the mean over its untied pairs (w ranked better
+    than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
+    comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
+ 3. One epoch (InstructGPT: more overfits the RM), AdamW with warmup and cosine decay, dropout off.
+ 4. After training the head's bias is shifted so that the demonstrations (sft_train.jsonl) score 0 on average
+    (InstructGPT normalises its RM so that labeler demonstrations have mean score 0); the shift is recorded.
+ 5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
+    baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import (LM_STAGES, Logger, check_finite, check_messages, cleanup, configure_optimizer, get_lr,
+                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
+                    wrap)
+from model import GPT, GPTConfig
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    data_dir: str = "data/assistant"  # prefs_train.jsonl, prefs_val.jsonl (label.py) and sft_train.jsonl (for 4)
+    init_from: str = "out/sft"        # the SFT checkpoint whose trunk the RM starts from
+    out_dir: str = "out/reward"       # checkpoint and log.jsonl go here
+    epochs: int = 1                   # (3)
+    batch_prompts: int = 8            # prompts per step per process, each with all its K answers
+    learning_rate: float = 3e-4       # peak learning rate
+    min_lr: float = 3e-5              # learning rate at the end of the cosine decay
+    warmup_iters: int = 10            # linear warmup steps
+    weight_decay: float = 0.1         # on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # clip the global gradient norm; 0 disables
+    log_interval: int = 10            # steps between log lines
+    seed: int = 1337
+    device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
+    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    compile: bool = False             # torch.compile the model (GPUs)
+
+
+class RewardModel(nn.Module):
+    """(1) GPT trunk + scalar head. forward(idx (B, T), attention_mask (B, T)) -> scores (B,)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.gpt = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx, attention_mask):
+        h = self.gpt.hidden_states(idx, attention_mask)                      # (B, T, C)
+        last = idx.size(1) - 1 - attention_mask.long().flip(1).argmax(1)     # (B,) last position whose mask is 1
+        return self.head(h[torch.arange(idx.size(0), device=idx.device), last]).squeeze(-1)  # (B,)
+
+
+def load_reward_model(path):
+    """The RM of a reward checkpoint, in eval mode on the CPU: ppo.py, dpo.py, sample.py and evaluate.py use this."""
+    ckpt = load_checkpoint(path, stages=("reward",), hint="train one with reward.py")
+    rm = RewardModel(GPTConfig(**{**ckpt["model_args"], "dropout": 0.0}))
+    rm.load_state_dict(ckpt["model"])
+    return rm.eval(), ckpt
+
+
+def encode_answer(tok, messages, response, finished, block_size):
+    """prompt + response (+ <|end|> when the answer ended by itself) as ids, keeping the last block_size tokens."""
+    return (tok.render_prompt(messages) + tok.encode(response) + ([tok.end_id] if finished else []))[-block_size:]
+
+
+def pad_right(seqs, pad_id, device):
+    """Token lists -> idx, attention_mask (B, T_max), padded on the right."""
+    T = max(len(s) for s in seqs)
+    idx = torch.tensor([s + [pad_id] * (T - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs], device=device)
+    return idx, mask
+
+
+def kway_loss(scores, ranks):
+    """(2) One prompt: scores (K,), ranks (K,) with 0 = best -> (mean over untied pairs of -log sigmoid(r_w - r_l),
+    number of pairs). better[i, j] is True when answer i is ranked above answer j; ties make no pair."""
+    better = ranks.unsqueeze(1) < ranks.unsqueeze(0)       # (K, K)
+    diff = scores.unsqueeze(1) - scores.unsqueeze(0)       # (K, K): r_i - r_j
+    n = better.sum()
+    return -F.logsigmoid(diff[better]).sum() / n.clamp(min=1), n
+
+
+def check_comparison(record):
+    check_messages(record, "user")
+    responses, ranks = record.get("responses"), record.get("ranks")
+    if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
+        raise ValueError('expected "responses": a list of at least 2 strings')
+    if not isinstance(ranks, list) or len(ranks) != len(responses) or not all(isinstance(r, int) for r in ranks):
+        raise ValueError(f'expected "ranks": one integer per response ({len(responses)}), 0 = best')
+    if len(set(ranks)) < 2:
+        raise ValueError("all responses are tied: a comparison needs at least one better and one worse answer")
+
+
+def load_comparisons(path, tok, block_size):
+    """[(sequences of the K answers, ranks tensor (K,), response lengths)] of a comparisons file."""
+    out = []
+    for r in read_jsonl(path, check_comparison, hint="collect comparisons with data/assistant/label.py"):
+        finished = r.get("finished", [True] * len(r["responses"]))
+        seqs = [encode_answer(tok, r["messages"], y, f, block_size) for y, f in zip(r["responses"], finished)]
+        out.append((seqs, torch.tensor(r["ranks"]), [len(y) for y in r["responses"]]))
+    return out
+
+
+@torch.no_grad()
+def pairwise_accuracy(rm, comparisons, pad_id, rt, batch_prompts=16):
+    """(5) Over all untied pairs: how often the RM scores the better answer higher (a tie counts half), and how
+    often the longer answer is the better one (the same half for equal lengths)."""
+    rm.eval()
+    right = longer = pairs = 0.0
+    for i in range(0, len(comparisons), batch_prompts):
+        chunk = comparisons[i:i + batch_prompts]
+        idx, mask = pad_right([s for seqs, _, _ in chunk for s in seqs], pad_id, rt.device)
+        with rt.autocast:
+            scores = rm(idx, mask).float().cpu()
+        k = 0
+        for seqs, ranks, lengths in chunk:
+            s, L = scores[k:k + len(seqs)], torch.tensor(lengths, dtype=torch.float)
+            k += len(seqs)
+            better = ranks.unsqueeze(1) < ranks.unsqueeze(0)
+            pairs += better.sum().item()
+            right += (torch.sign(s.unsqueeze(1) - s.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
+            longer += (torch.sign(L.unsqueeze(1) - L.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
+    rm.train()
+    return right / max(pairs, 1), longer / max(pairs, 1), int(pairs)
+
+
+@torch.no_grad()
+def mean_demonstration_score(rm, tok, path, rt, block_size, limit=1000, batch_size=64):
+    """(4) The RM's mean score of the demonstrations' final assistant answers (the first `limit` of them)."""
+    rm.eval()
+    records = read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py")[:limit]
+    seqs = [encode_answer(tok, r["messages"][:-1], r["messages"][-1]["content"], True, block_size)
+            for r in records if r["messages"][-1]["role"] == "assistant"]
+    total = 0.0
+    for i in range(0, len(seqs), batch_size):
+        idx, mask = pad_right(seqs[i:i + batch_size], tok.pad_id, rt.device)
+        with rt.autocast:
+            total += rm(idx, mask).float().sum().item()
+    return total / len(seqs)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    parent = load_checkpoint(cfg.init_from, stages=LM_STAGES, hint="the RM starts from the SFT model: run sft.py")
+    tok = get_tokenizer(parent["tokenizer"])
+    block = parent["model_args"]["block_size"]
+    train = load_comparisons(os.path.join(cfg.data_dir, "prefs_train.jsonl"), tok, block)
+    val = load_comparisons(os.path.join(cfg.data_dir, "prefs_val.jsonl"), tok, block)
+
+    rm = RewardModel(GPTConfig(**{**parent["model_args"], "dropout": 0.0}))  # (3) dropout off
+    rm.gpt.load_state_dict(model_from_checkpoint(parent).state_dict())       # (1) the SFT trunk
+    rm.to(rt.device)
+    optimizer = configure_optimizer(rm, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type)
+    model = wrap(rm, rt, cfg.compile)
+    per_step = cfg.batch_prompts * rt.world_size
+    steps_per_epoch = len(train) // per_step
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train)} training comparisons are fewer than one batch of {per_step} prompts")
+    max_iters = cfg.epochs * steps_per_epoch
+    if rt.master:
+        print(f"config: {json.dumps(asdict(cfg))}")
+        print(f"data: {len(train)} train / {len(val)} val prompts with ranked answers, {max_iters} steps")
+    logger = Logger(cfg.out_dir, max_iters, rt.master)
+    acc0, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
+    logger.log(0, val_accuracy=acc0, length_baseline=length_acc)
+
+    step, t0 = 0, time.time()
+    rm.train()
+    while step < max_iters:
+        epoch, i = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        chunk = [train[j] for j in order[i * per_step:(i + 1) * per_step][rt.rank::rt.world_size]]
+        idx, mask = pad_right([s for seqs, _, _ in chunk for s in seqs], tok.pad_id, rt.device)
+        lr = get_lr(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, max_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with rt.autocast:
+            scores = model(idx, mask).float()  # (sum of K over the batch,)
+        losses, k = [], 0
+        for seqs, ranks, _ in chunk:  # (2) each prompt's mean over its pairs, then the mean over prompts
+            losses.append(kway_loss(scores[k:k + len(seqs)], ranks.to(rt.device))[0])
+            k += len(seqs)
+        loss = torch.stack(losses).mean()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        check_finite(loss.item(), norm, step, cfg.out_dir)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % cfg.log_interval == 0 or step == max_iters:
+            logger.log(step, loss=loss.item(), lr=lr, ms_per_step=(time.time() - t0) * 1000 / step)
+
+    acc, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
+    shift = mean_demonstration_score(rm, tok, os.path.join(cfg.data_dir, "sft_train.jsonl"), rt, block)
+    with torch.no_grad():
+        rm.head.bias -= shift  # (4) demonstrations now score 0 on average
+    logger.log(step, val_accuracy=acc, length_baseline=length_acc, val_pairs=n_pairs, bias_shift=shift)
+    if rt.master:
+        save_checkpoint(cfg.out_dir, {
+            "model": unwrap(model).state_dict(), "model_args": {**asdict(rm.gpt.config)}, "tokenizer": tok.name,
+            "stage": "reward", "parent": os.path.abspath(cfg.init_from), "config": asdict(cfg), "step": step,
+            "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "bias_shift": shift})
+        print(f"reward model: held-out pairwise accuracy {acc:.3f} on {n_pairs} pairs (before training {acc0:.3f}); "
+              f"longer-answer baseline {length_acc:.3f}; bias shifted by {-shift:+.3f} -> {cfg.out_dir}")
+    cleanup(rt)

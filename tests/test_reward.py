@@ -1,0 +1,144 @@
+"""The reward model: where the score is read, the K-way loss, the bias step, and training through the command line."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_MODEL, run
+from model import GPTConfig
+from reward import RewardModel, kway_loss, load_reward_model, mean_demonstration_score, pairwise_accuracy, \
+    load_comparisons
+from common import setup
+from tokenizer import get_tokenizer
+from conftest import read
+
+
+def test_score_is_read_at_the_last_real_token_whatever_the_padding():
+    torch.manual_seed(0)
+    rm = RewardModel(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    seqs = [[5, 9, 2, 7], [7, 1, 4, 4, 8, 3, 11, 2], [13, 6]]
+    alone = torch.stack([rm(torch.tensor([s]), torch.ones(1, len(s), dtype=torch.long))[0] for s in seqs])
+    T = max(map(len, seqs))
+    right = torch.tensor([s + [0] * (T - len(s)) for s in seqs]), \
+        torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
+    left = torch.tensor([[0] * (T - len(s)) + s for s in seqs]), \
+        torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs])
+    assert torch.allclose(rm(*right), alone, atol=1e-5)
+    assert torch.allclose(rm(*left), alone, atol=1e-5)
+    # reading at the last position of the padded row (a pad) would give something else
+    h = rm.gpt.hidden_states(*right)
+    assert not torch.allclose(rm.head(h[:, -1]).squeeze(-1)[0], alone[0], atol=1e-3)
+
+
+def test_kway_loss_by_hand_with_a_tie_and_gradients_only_through_untied_pairs():
+    scores = torch.tensor([2.0, 0.5, 1.0, -1.0], requires_grad=True)
+    ranks = torch.tensor([0, 1, 1, 2])  # answers 1 and 2 tie: no pair between them
+    loss, n = kway_loss(scores, ranks)
+    pairs = [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]
+    by_hand = sum(-math.log(1 / (1 + math.exp(-(scores[w].item() - scores[l].item())))) for w, l in pairs) / 5
+    assert n == 5 and loss.item() == pytest.approx(by_hand, rel=1e-6)
+    loss.backward()
+    s = scores.detach()
+    expected = torch.zeros(4)
+    for w, l in pairs:  # d/dr_w of -log sigmoid(r_w - r_l) = -sigmoid(r_l - r_w)
+        g = torch.sigmoid(s[l] - s[w]) / 5
+        expected[w] -= g
+        expected[l] += g
+    assert torch.allclose(scores.grad, expected, atol=1e-6)
+    # all tied: no pair, zero loss, zero gradient
+    z = torch.tensor([1.0, 3.0], requires_grad=True)
+    loss, n = kway_loss(z, torch.tensor([0, 0]))
+    loss.backward()
+    assert n == 0 and loss.item() == 0 and (z.grad == 0).all()
+
+
+def synthetic_comparisons(world_dir, out_dir):
+    """Ranked answers written for the test: ideal > padded with filler > wrong, ranked by the labeler."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "assistant"))
+    import labeler
+    os.makedirs(out_dir, exist_ok=True)
+    recs = read(world_dir / "prompts_label.jsonl")
+    for name, part in (("prefs_train", recs[:400]), ("prefs_val", recs[400:])):
+        with open(os.path.join(out_dir, f"{name}.jsonl"), "w") as f:
+            for r in part:
+                responses = [r["ideal"], "Sure! " + r["ideal"] + " Anything else?", "No idea."]
+                f.write(json.dumps({**r, "responses": responses, "ranks": labeler.rank(r, responses)}) + "\n")
+    for name in ("sft_train.jsonl", "meta.json"):
+        (out_dir / name).write_text((world_dir / name).read_text())
+
+
+def test_reward_training_through_the_command_line(world, tmp_path):
+    pt = tmp_path / "pt"
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=2",
+        "--eval_iters=1", "--eval_interval=2", f"--out_dir={pt}")
+    data = tmp_path / "data"
+    synthetic_comparisons(world, data)
+    out = tmp_path / "rm"
+    proc = run("reward.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={out}", "--learning_rate=3e-3",
+               "--batch_prompts=8", "--epochs=2")
+    assert "held-out pairwise accuracy" in proc.stdout
+    rm, ckpt = load_reward_model(out)
+    assert ckpt["stage"] == "reward" and ckpt["parent"] == str(pt)
+    rt = setup("cpu")
+    tok = get_tokenizer("bytes")
+    train = load_comparisons(data / "prefs_train.jsonl", tok, 160)
+    acc, length_acc, pairs = pairwise_accuracy(rm, train, tok.pad_id, rt)
+    assert pairs > 1000 and acc > 0.8, acc  # chance is 0.5
+    assert ckpt["val_accuracy"] > 0.8 and 0 <= ckpt["length_baseline_accuracy"] <= 1
+    # the bias step: the demonstrations' mean score is 0
+    assert abs(mean_demonstration_score(rm, tok, data / "sft_train.jsonl", rt, 160)) < 1e-4
+    # evaluate.py adds RM scores and the RM-vs-gold rank correlation
+    run("evaluate.py", f"--policies={pt}", f"--data_dir={world}", f"--reward={out}", "--max_new_tokens=8",
+        f"--out_dir={tmp_path / 'eval'}")
+    res = json.load(open(tmp_path / "eval" / "results.json"))
+    assert res["reward_model"]["val_accuracy"] == ckpt["val_accuracy"]
+    assert isinstance(res["policies"]["pretrain"]["rm_score"], float)
+
+
+def test_sampled_answers_are_labeled_into_comparisons(world, tmp_path):
+    pt = tmp_path / "pt"
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=1",
+        "--eval_iters=1", f"--out_dir={pt}")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(line for line in (world / "prompts_label.jsonl").open().readlines()[:30]))
+    run("sample.py", f"--ckpt={pt}", f"--prompts={prompts}", "--num_samples=3", "--temperature=1",
+        "--max_new_tokens=8", f"--out={tmp_path / 's.jsonl'}")
+    samples = read(tmp_path / "s.jsonl")
+    assert len(samples) == 30 and all(len(s["responses"]) == 3 == len(s["finished"]) for s in samples)
+    # duplicates are ties: an answer list with a copy ranks the copies equal
+    samples[0]["responses"] = [samples[0]["ideal"], samples[0]["ideal"], "wrong"]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    run("data/assistant/label.py", f"--samples={tmp_path / 's.jsonl'}", f"--out_dir={tmp_path}", "--noise=0")
+    labeled = read(tmp_path / "prefs_train.jsonl") + read(tmp_path / "prefs_val.jsonl")
+    first = next(r for r in labeled if r["messages"] == samples[0]["messages"])
+    assert first["ranks"][0] == first["ranks"][1] < first["ranks"][2]
+    assert all(len(set(r["ranks"])) > 1 and len(r["ranks"]) == 3 for r in labeled)
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"responses": ["a"], "ranks": [0]}, "at least 2 strings"),
+    ({"responses": ["a", "b"], "ranks": [0]}, "one integer per response"),
+    ({"responses": ["a", "b"], "ranks": [1, 1]}, "all responses are tied"),
+])
+def test_bad_comparisons_name_file_and_line_and_write_nothing(world, tmp_path, record, message):
+    data = tmp_path / "data"
+    synthetic_comparisons(world, data)
+    lines = (data / "prefs_train.jsonl").read_text().splitlines()
+    bad = {"messages": [{"role": "user", "content": "hi"}], **record}
+    (data / "prefs_train.jsonl").write_text("\n".join(lines[:4] + [json.dumps(bad)] + lines[4:]) + "\n")
+    pt = tmp_path / "pt"
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--batch_size=2", "--max_iters=1", "--eval_iters=1",
+        f"--out_dir={pt}")
+    proc = run("reward.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={tmp_path / 'rm'}", check=False)
+    assert proc.returncode != 0 and "prefs_train.jsonl:5: " in proc.stderr and message in proc.stderr
+    assert not (tmp_path / "rm").exists()
+
+
+def test_a_language_model_is_not_a_reward_model(tmp_path):
+    torch.save({"stage": "sft", "model": {}, "tokenizer": "bytes"}, tmp_path / "ckpt.pt")
+    with pytest.raises(SystemExit, match="is a 'sft' checkpoint, but a reward checkpoint is needed"):
+        load_reward_model(tmp_path)
