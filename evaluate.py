@@ -13,9 +13,10 @@ Details implemented here:
  3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table
     gives the mean per instruction family and overall, and the "ideal" row scores the data's reference answers
     (the best achievable).
- 4. With --reward, each policy's mean RM score, the RM's held-out accuracy from its checkpoint, and the Spearman
-    rank correlation between RM score and gold score over the chat policies' answers (how well the proxy tracks
-    the truth on fresh answers of the model it was trained on).
+ 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint); and, on fresh
+    samples of the SFT policy (rm_samples per prompt, temperature 1), the Spearman rank correlation of RM score and
+    gold score within each prompt (what PPO and best-of-n rely on) and across all answers (RM scores need not be
+    comparable across prompts), with the gold score of the RM's pick among each prompt's samples.
 Win rates, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
 """
 
@@ -39,6 +40,7 @@ class Config:
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
     reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
+    rm_samples: int = 4                       # with --reward: SFT samples per prompt on which RM and gold are compared
     out_dir: str = "out/eval"                # results.json goes here
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
@@ -59,13 +61,14 @@ def bare_prompt(messages):
     return " ".join(m["content"] for m in messages) + " "
 
 
-def answer(ckpt, records, cfg, rt):
+def answer(ckpt, records, cfg, rt, temperature=0.0, generator=None):
+    """The policy's answer to each record (text, and whether it ended by itself)."""
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
     chat = ckpt["stage"] != "pretrain"
     prompts = [tok.render_prompt(r["messages"]) if chat else tok.encode(bare_prompt(r["messages"])) for r in records]
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
-                           temperature=0.0, batch_size=cfg.batch_size)
+                           temperature=temperature, batch_size=cfg.batch_size, generator=generator)
     return [tok.decode(ids) for ids, _ in out], [finished for _, finished in out]
 
 
@@ -121,7 +124,7 @@ if __name__ == "__main__":
         return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
 
     rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
-    rm, pairs_for_rho = None, []
+    rm, sft_ckpt = None, None
     if cfg.reward:
         rm, rm_ckpt = load_reward_model(cfg.reward)
         rm.to(rt.device)
@@ -140,8 +143,8 @@ if __name__ == "__main__":
         if rm is not None:
             rm_score = rm_scores(rm, get_tokenizer(ckpt["tokenizer"]), records, texts, finished, rt)
             rows[name]["rm"] = sum(rm_score) / len(rm_score)
-            if ckpt["stage"] != "pretrain":
-                pairs_for_rho += list(zip(rm_score, scores))
+        if ckpt["stage"] == "sft":
+            sft_ckpt = ckpt
         results["policies"][name] = {"checkpoint": path, "gold_score": rows[name]["all"], "n_prompts": len(records),
                                      "rm_score": rows[name].get("rm"),
                                      "families": {f: rows[name][f] for f in families},
@@ -149,12 +152,25 @@ if __name__ == "__main__":
                                                   for r, t in list(zip(records, texts))[:8]]}
     rows["ideal"] = summary([labeler.score(r, r["ideal"]) for r in records])
     print(table(rows, families))
-    if rm is not None and pairs_for_rho:
-        rho = spearman(*zip(*pairs_for_rho))
-        results["reward_model"]["spearman_rm_vs_gold"] = rho
+    if rm is not None and sft_ckpt is not None:  # (4) fresh SFT samples: does the RM order them as the labeler does?
+        k = cfg.rm_samples
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        many = [r for r in records for _ in range(k)]
+        texts, finished = answer(sft_ckpt, many, cfg, rt, temperature=1.0, generator=g)
+        gold = [labeler.score(r, t) for r, t in zip(many, texts)]
+        proxy = rm_scores(rm, get_tokenizer(sft_ckpt["tokenizer"]), many, texts, finished, rt)
+        within = [spearman(proxy[i:i + k], gold[i:i + k])
+                  for i in range(0, len(many), k) if len(set(gold[i:i + k])) > 1]  # prompts whose samples differ
+        stats = {"spearman_within_prompt": sum(within) / max(len(within), 1), "spearman_all": spearman(proxy, gold),
+                 "best_of_n_gold": sum(gold[i + max(range(k), key=lambda j: proxy[i + j])]
+                                       for i in range(0, len(many), k)) / len(records),
+                 "sample_gold": sum(gold) / len(gold), "samples_per_prompt": k}
+        results["reward_model"].update(stats)
         print(f"reward model: held-out pairwise accuracy {rm_ckpt['val_accuracy']:.3f} (longer-answer baseline "
-              f"{rm_ckpt['length_baseline_accuracy']:.3f}); Spearman rho of RM vs gold score over "
-              f"{len(pairs_for_rho)} chat-policy answers: {rho:.3f}")
+              f"{rm_ckpt['length_baseline_accuracy']:.3f}). On {k} SFT samples (T=1) per prompt: Spearman(RM, gold) "
+              f"{stats['spearman_within_prompt']:.3f} within a prompt (mean over {len(within)} prompts), "
+              f"{stats['spearman_all']:.3f} across all; the RM's pick of the {k} scores {stats['best_of_n_gold']:.3f} "
+              f"gold vs {stats['sample_gold']:.3f} for a random sample")
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -91,12 +91,15 @@ def test_reward_training_through_the_command_line(world, tmp_path):
     assert ckpt["val_accuracy"] > 0.8 and 0 <= ckpt["length_baseline_accuracy"] <= 1
     # the bias step: the demonstrations' mean score is 0
     assert abs(mean_demonstration_score(rm, tok, data / "sft_train.jsonl", rt, 160)) < 1e-4
-    # evaluate.py adds RM scores and the RM-vs-gold rank correlation
-    run("evaluate.py", f"--policies={pt}", f"--data_dir={world}", f"--reward={out}", "--max_new_tokens=8",
-        f"--out_dir={tmp_path / 'eval'}")
+    # evaluate.py adds RM scores, and compares RM and gold on samples of the SFT policy
+    sft = tmp_path / "sft"
+    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={sft}", "--epochs=1", "--batch_size=200")
+    proc = run("evaluate.py", f"--policies={pt},{sft}", f"--data_dir={world}", f"--reward={out}",
+               "--max_new_tokens=8", "--rm_samples=3", f"--out_dir={tmp_path / 'eval'}")
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert res["reward_model"]["val_accuracy"] == ckpt["val_accuracy"]
     assert isinstance(res["policies"]["pretrain"]["rm_score"], float)
+    assert -1 <= res["reward_model"]["spearman_within_prompt"] <= 1 and "Spearman(RM, gold)" in proc.stdout
 
 
 def test_sampled_answers_are_labeled_into_comparisons(world, tmp_path):
