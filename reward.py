@@ -12,8 +12,8 @@ to score an answer the way the labelers would.
 
 Details implemented here:
  1. RM = the SFT model's trunk + a linear head to one scalar, read at the last real token of prompt + response
-    (the <|end|> closing the answer, or the last token of an answer cut by the length limit). That position is found
-    from the attention mask, so left padding, right padding and no padding give the same score; never a pad.
+    (the <|end|> closing the answer, or the last token of an answer cut by the length limit). The attention mask
+    locates it, so left padding, right padding and no padding give the same score; never a pad.
  2. Loss for a prompt with K ranked answers (InstructGPT eq. 1): the mean over its untied pairs (w ranked better
     than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
     comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
