@@ -138,8 +138,10 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def check_finite(loss, grad_norm, step, out_dir):
-    """Stop the run, before the update, when the loss or the gradient is NaN or infinite, saying what is left."""
+def clip_and_check(model, grad_clip, loss, step, out_dir):
+    """Clip the global gradient norm to grad_clip (0: no clipping), and stop the run before the update when the loss
+    or the gradient is NaN or infinite, saying what is left on disk."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
     if math.isfinite(loss) and math.isfinite(float(grad_norm)):
         return
     what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {float(grad_norm)}"

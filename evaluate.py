@@ -30,7 +30,7 @@ import torch
 import common
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, read_jsonl, setup
-from reward import encode_answer, load_reward_model, pad_right
+from reward import encode_answer, load_reward_model, score_sequences
 from tokenizer import get_tokenizer
 
 
@@ -87,16 +87,10 @@ def spearman(a, b):
     return float(torch.corrcoef(torch.stack([rankdata(a), rankdata(b)]))[0, 1])
 
 
-@torch.no_grad()
-def rm_scores(rm, tok, records, texts, finished, rt, batch_size=64):
+def rm_scores(rm, tok, records, texts, finished, rt):
     block = rm.gpt.config.block_size
     seqs = [encode_answer(tok, r["messages"], t, f, block) for r, t, f in zip(records, texts, finished)]
-    out = []
-    for i in range(0, len(seqs), batch_size):
-        idx, mask = pad_right(seqs[i:i + batch_size], tok.pad_id, rt.device)
-        with rt.autocast:
-            out += rm(idx, mask).float().tolist()
-    return out
+    return score_sequences(rm, seqs, tok.pad_id, rt)
 
 
 def table(rows, families):

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common import (Logger, accumulate_gradients, check_finite, cleanup, configure_optimizer, get_lr,
+from common import (Logger, accumulate_gradients, clip_and_check, cleanup, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state,
                     setup, unwrap, wrap)
 from model import GPT, GPTConfig, preset
@@ -164,11 +164,7 @@ if __name__ == "__main__":
         x, y = (t[rt.rank * per_rank:(rt.rank + 1) * per_rank].to(rt.device) for t in (x, y))
         micro = [(x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]) for i in range(0, per_rank, cfg.batch_size)]
         loss = accumulate_gradients(model, micro, rt)  # (3)
-        if cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # (2)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-        check_finite(loss, norm, step, cfg.out_dir)  # (6) stop before a NaN reaches the weights
+        clip_and_check(model, cfg.grad_clip, loss, step, cfg.out_dir)  # (2) clip, (6) stop before a NaN lands
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

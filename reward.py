@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, check_finite, check_messages, cleanup, configure_optimizer, get_lr,
+from common import (LM_STAGES, Logger, clip_and_check, check_messages, cleanup, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
                     wrap)
 from model import GPT, GPTConfig
@@ -99,6 +99,18 @@ def pad_right(seqs, pad_id, device):
     return idx, mask
 
 
+@torch.no_grad()
+def score_sequences(rm, seqs, pad_id, rt, batch_size=64):
+    """RM scores (a list of floats) of token lists, batch_size at a time."""
+    rm.eval()
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        idx, mask = pad_right(seqs[i:i + batch_size], pad_id, rt.device)
+        with rt.autocast:
+            out += rm(idx, mask).float().tolist()
+    return out
+
+
 def kway_loss(scores, ranks):
     """(2) One prompt: scores (K,), ranks (K,) with 0 = best -> (mean over untied pairs of -log sigmoid(r_w - r_l),
     number of pairs). better[i, j] is True when answer i is ranked above answer j; ties make no pair."""
@@ -129,42 +141,29 @@ def load_comparisons(path, tok, block_size):
     return out
 
 
-@torch.no_grad()
-def pairwise_accuracy(rm, comparisons, pad_id, rt, batch_prompts=16):
+def pairwise_accuracy(rm, comparisons, pad_id, rt):
     """(5) Over all untied pairs: how often the RM scores the better answer higher (a tie counts half), and how
     often the longer answer is the better one (the same half for equal lengths)."""
-    rm.eval()
+    scores = torch.tensor(score_sequences(rm, [s for seqs, _, _ in comparisons for s in seqs], pad_id, rt))
     right = longer = pairs = 0.0
-    for i in range(0, len(comparisons), batch_prompts):
-        chunk = comparisons[i:i + batch_prompts]
-        idx, mask = pad_right([s for seqs, _, _ in chunk for s in seqs], pad_id, rt.device)
-        with rt.autocast:
-            scores = rm(idx, mask).float().cpu()
-        k = 0
-        for seqs, ranks, lengths in chunk:
-            s, L = scores[k:k + len(seqs)], torch.tensor(lengths, dtype=torch.float)
-            k += len(seqs)
-            better = ranks.unsqueeze(1) < ranks.unsqueeze(0)
-            pairs += better.sum().item()
-            right += (torch.sign(s.unsqueeze(1) - s.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
-            longer += (torch.sign(L.unsqueeze(1) - L.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
-    rm.train()
+    k = 0
+    for seqs, ranks, lengths in comparisons:
+        s, L = scores[k:k + len(seqs)], torch.tensor(lengths, dtype=torch.float)
+        k += len(seqs)
+        better = ranks.unsqueeze(1) < ranks.unsqueeze(0)
+        pairs += better.sum().item()
+        right += (torch.sign(s.unsqueeze(1) - s.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
+        longer += (torch.sign(L.unsqueeze(1) - L.unsqueeze(0))[better] * 0.5 + 0.5).sum().item()
     return right / max(pairs, 1), longer / max(pairs, 1), int(pairs)
 
 
-@torch.no_grad()
-def mean_demonstration_score(rm, tok, path, rt, block_size, limit=1000, batch_size=64):
+def mean_demonstration_score(rm, tok, path, rt, block_size, limit=1000):
     """(4) The RM's mean score of the demonstrations' final assistant answers (the first `limit` of them)."""
-    rm.eval()
     records = read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py")[:limit]
     seqs = [encode_answer(tok, r["messages"][:-1], r["messages"][-1]["content"], True, block_size)
             for r in records if r["messages"][-1]["role"] == "assistant"]
-    total = 0.0
-    for i in range(0, len(seqs), batch_size):
-        idx, mask = pad_right(seqs[i:i + batch_size], tok.pad_id, rt.device)
-        with rt.autocast:
-            total += rm(idx, mask).float().sum().item()
-    return total / len(seqs)
+    scores = score_sequences(rm, seqs, tok.pad_id, rt)
+    return sum(scores) / len(scores)
 
 
 if __name__ == "__main__":
@@ -211,8 +210,7 @@ if __name__ == "__main__":
             k += len(seqs)
         loss = torch.stack(losses).mean()
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        check_finite(loss.item(), norm, step, cfg.out_dir)
+        clip_and_check(model, cfg.grad_clip, loss.item(), step, cfg.out_dir)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (LM_STAGES, Logger, accumulate_gradients, check_finite, check_messages, cleanup,
+from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_check, check_messages, cleanup,
                     configure_optimizer, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
                     rng_state, save_checkpoint, set_rng_state, setup, unwrap, wrap)
 from model import GPT
@@ -176,11 +176,7 @@ if __name__ == "__main__":
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = accumulate_gradients(model, micro, rt)  # (2) (3)
-        if cfg.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-        check_finite(loss, norm, step, cfg.out_dir)  # stop before a NaN reaches the weights
+        clip_and_check(model, cfg.grad_clip, loss, step, cfg.out_dir)  # stop before a NaN reaches the weights
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
