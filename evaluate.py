@@ -17,7 +17,11 @@ Details implemented here:
     samples of the SFT policy (rm_samples per prompt, temperature 1), the Spearman rank correlation of RM score and
     gold score within each prompt (what PPO and best-of-n rely on) and across all answers (RM scores need not be
     comparable across prompts), with the gold score of the RM's pick among each prompt's samples.
-Win rates, KL to SFT, best-of-n and the GPT-prompted row come with the later stages.
+ 5. Win rate against the SFT policy, prompt by prompt on the gold score (a tie counts half), with a 95% interval.
+ 6. KL to SFT: one answer per prompt sampled at T = 1 from the policy, sum over its tokens of log pi - log pi_sft
+    (the k1 estimate of KL per answer; PPO's penalty measures the same thing). Mean answer length in tokens.
+ 7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), sft, ppo (ppo_ptx when trained with
+    --ptx_coef), dpo.
 """
 
 import json
@@ -30,7 +34,7 @@ import torch
 import common
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, read_jsonl, setup
-from reward import encode_answer, load_reward_model, score_sequences
+from reward import encode_answer, load_reward_model, pad_right, score_sequences
 from tokenizer import get_tokenizer
 
 
@@ -93,13 +97,55 @@ def rm_scores(rm, tok, records, texts, finished, rt):
     return score_sequences(rm, seqs, tok.pad_id, rt)
 
 
-def table(rows, families):
-    """rows: {name: {family: mean gold score, "all": mean, "rm": mean RM score (optional)}} -> a text table."""
-    cols = families + ["all"] + (["rm"] if any("rm" in r for r in rows.values()) else [])
-    lines = [f"{'policy':<14}" + "".join(f"{c:>12}" for c in cols)]
-    for name, scores in rows.items():
-        lines.append(f"{name:<14}" + "".join(f"{scores[c]:>12.3f}" if c in scores else f"{'':>12}" for c in cols))
-    return "\n".join(lines)
+@torch.no_grad()
+def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator):
+    """(6) KL(pi || pi_sft) per answer, the k1 estimate: one answer per prompt sampled from the policy at T = 1,
+    the sum over its tokens (and its <|end|>) of log pi - log pi_sft, averaged over prompts."""
+    tok = get_tokenizer(ckpt["tokenizer"])
+    policy, sft = (model_from_checkpoint(c, dropout=0.0).to(rt.device).eval() for c in (ckpt, sft_ckpt))
+    limit = policy.config.block_size - cfg.max_new_tokens
+    prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records]
+    out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=1.0,
+                           batch_size=cfg.batch_size, generator=generator)
+    total = 0.0
+    for i in range(0, len(prompts), cfg.batch_size):
+        seqs = [p + ids + ([tok.end_id] if done else []) for p, (ids, done) in
+                zip(prompts[i:i + cfg.batch_size], out[i:i + cfg.batch_size])]
+        idx, mask = pad_right(seqs, tok.pad_id, rt.device)                                   # (B, T)
+        start = torch.tensor([len(p) for p in prompts[i:i + cfg.batch_size]], device=rt.device)
+        answer_tok = (torch.arange(1, idx.size(1), device=rt.device) >= start[:, None]) & mask[:, 1:].bool()
+        logp = []
+        for model in (policy, sft):
+            with rt.autocast:
+                logits, _ = model(idx, attention_mask=mask)
+            logp.append(torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, idx[:, 1:, None]).squeeze(-1))
+        total += ((logp[0] - logp[1]) * answer_tok).sum().item()                             # (B, T - 1) summed
+    return total / len(prompts)
+
+
+def win_rate(scores, baseline):
+    """(5) The share of prompts on which scores beats baseline (a tie counts half), with a 95% interval: the normal
+    approximation over prompts, mean +- 1.96 * sd / sqrt(n)."""
+    w = torch.tensor([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, baseline)],
+                     dtype=torch.float64)
+    half = 1.96 * float(w.std()) / len(w) ** 0.5 if len(w) > 1 else 0.0
+    m = float(w.mean())
+    return m, [max(0.0, m - half), min(1.0, m + half)]
+
+
+def row_name(ckpt, path, taken):
+    """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names); the run directory when two policies share one."""
+    name = {"pretrain": "gpt", "ppo": "ppo_ptx" if ckpt["config"].get("ptx_coef", 0) > 0 else "ppo"}.get(
+        ckpt["stage"], ckpt["stage"])
+    if name in taken:
+        name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
+    while name in taken:
+        name += "'"
+    return name
+
+
+def fmt(x, spec=".3f"):
+    return "-" if x is None else format(x, spec)
 
 
 if __name__ == "__main__":
@@ -117,35 +163,53 @@ if __name__ == "__main__":
         by = {f: [s for s, r in zip(scores, records) if r["family"] == f] for f in families}
         return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
 
-    rows, results = {}, {"policies": {}, "settings": asdict(cfg)}
+    results = {"policies": {}, "settings": asdict(cfg)}
     rm, sft_ckpt = None, None
     if cfg.reward:
         rm, rm_ckpt = load_reward_model(cfg.reward)
         rm.to(rt.device)
         results["reward_model"] = {"val_accuracy": rm_ckpt["val_accuracy"],
                                    "length_baseline_accuracy": rm_ckpt["length_baseline_accuracy"]}
+    policies, golds = {}, {}
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
-        name = ckpt["stage"]  # the row's name: the stage, or the run directory when two share a stage
-        if name in rows:
-            name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
-        while name in rows:
-            name += "'"
+        name = row_name(ckpt, path, policies)
         texts, finished = answer(ckpt, records, cfg, rt)
-        scores = [labeler.score(r, t) for r, t in zip(records, texts)]
-        rows[name] = summary(scores)
-        if rm is not None:
-            rm_score = rm_scores(rm, get_tokenizer(ckpt["tokenizer"]), records, texts, finished, rt)
-            rows[name]["rm"] = sum(rm_score) / len(rm_score)
-        if ckpt["stage"] == "sft":
+        tok = get_tokenizer(ckpt["tokenizer"])
+        golds[name] = [labeler.score(r, t) for r, t in zip(records, texts)]
+        policies[name] = (ckpt, path)
+        if ckpt["stage"] == "sft" and sft_ckpt is None:
             sft_ckpt = ckpt
-        results["policies"][name] = {"checkpoint": path, "gold_score": rows[name]["all"], "n_prompts": len(records),
-                                     "rm_score": rows[name].get("rm"),
-                                     "families": {f: rows[name][f] for f in families},
-                                     "examples": [{"prompt": r["messages"][-1]["content"], "answer": t}
-                                                  for r, t in list(zip(records, texts))[:8]]}
-    rows["ideal"] = summary([labeler.score(r, r["ideal"]) for r in records])
-    print(table(rows, families))
+        res = results["policies"][name] = {
+            "checkpoint": path, "gold_score": sum(golds[name]) / len(records), "n_prompts": len(records),
+            "rm_score": None, "kl_to_sft": None, "win_rate_vs_sft": None, "win_ci95": None,
+            "mean_len": sum(len(tok.encode(t)) for t in texts) / len(texts),
+            "families": summary(golds[name]),
+            "examples": [{"prompt": r["messages"][-1]["content"], "answer": t} for r, t in list(zip(records, texts))[:8]]}
+        res["families"].pop("all")
+        if rm is not None:
+            proxy = rm_scores(rm, tok, records, texts, finished, rt)
+            res["rm_score"] = sum(proxy) / len(proxy)
+    sft_name = next((n for n, (c, _) in policies.items() if c is sft_ckpt), None)
+    for name, (ckpt, path) in policies.items():
+        res = results["policies"][name]
+        if sft_name is not None:
+            res["win_rate_vs_sft"], res["win_ci95"] = win_rate(golds[name], golds[sft_name])
+            if ckpt["stage"] != "pretrain":  # the pretrained model answers another prompt format: no KL to compare
+                g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+                res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g)
+    ideal = summary([labeler.score(r, r["ideal"]) for r in records])
+    print(f"{'policy':<14}{'gold':>8}{'win vs sft (95% CI)':>24}{'rm':>8}{'kl':>8}{'len':>7}")
+    for name, res in results["policies"].items():
+        win = "-" if res["win_rate_vs_sft"] is None else \
+            f"{res['win_rate_vs_sft']:.3f} [{res['win_ci95'][0]:.2f}, {res['win_ci95'][1]:.2f}]"
+        print(f"{name:<14}{res['gold_score']:>8.3f}{win:>24}{fmt(res['rm_score']):>8}{fmt(res['kl_to_sft'], '.2f'):>8}"
+              f"{res['mean_len']:>7.1f}")
+    print(f"{'ideal':<14}{ideal['all']:>8.3f}")
+    print("\ngold score per instruction family")
+    print(f"{'policy':<14}" + "".join(f"{f:>12}" for f in families))
+    for name, res in list(results["policies"].items()) + [("ideal", {"families": ideal})]:
+        print(f"{name:<14}" + "".join(f"{res['families'][f]:>12.3f}" for f in families))
     if rm is not None and sft_ckpt is not None:  # (4) fresh SFT samples: does the RM order them as the labeler does?
         k = cfg.rm_samples
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed)

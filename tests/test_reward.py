@@ -98,7 +98,7 @@ def test_reward_training_through_the_command_line(world, tmp_path):
                "--max_new_tokens=8", "--rm_samples=3", f"--out_dir={tmp_path / 'eval'}")
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert res["reward_model"]["val_accuracy"] == ckpt["val_accuracy"]
-    assert isinstance(res["policies"]["pretrain"]["rm_score"], float)
+    assert isinstance(res["policies"]["gpt"]["rm_score"], float)
     assert -1 <= res["reward_model"]["spearman_within_prompt"] <= 1 and "Spearman(RM, gold)" in proc.stdout
 
 

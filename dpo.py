@@ -1,0 +1,211 @@
+"""
+Direct preference optimisation (DPO, Rafailov et al. 2023): the SFT policy learns from the same ranked comparisons
+the reward model learned from, with no reward model and no sampling. The policy's log-probability ratio to the SFT
+model acts as an implicit reward, trained with the Bradley-Terry loss the RM uses.
+
+    python dpo.py                                      # out/sft + data/assistant/prefs_*.jsonl -> out/dpo
+    python dpo.py --beta=0.3 --out_dir=out/dpo_b03     # a stronger pull toward the reference
+    python dpo.py --resume                             # continue an interrupted run
+    torchrun --standalone --nproc_per_node=2 dpo.py    # DDP, same global batch as one process
+
+    from dpo import dpo_loss                           # the pure loss, on (B,) sequence log-probs
+
+Details implemented here:
+ 1. Pairs: every untied pair (w ranked better than l) of each K-way comparison in prefs_train.jsonl (DESIGN.md's
+    format, the file reward.py trains on); ties make no pair.
+ 2. Loss (DPO eq. 7): -log sigmoid(beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]),
+    beta = 0.1, averaged over the pairs of the global batch. The implicit rewards beta * (log pi - log pi_ref) of the
+    chosen and rejected answers are logged: their margin and how often the chosen one is higher (accuracy).
+ 3. Sequence log-probs are sums over the response tokens only (the answer's content and its closing <|end|> when
+    it finished), never the prompt or a pad: the prompt's log-prob is the same under both answers and cancels in
+    the loss only if it is left out of both.
+ 4. Reference = the SFT model, frozen; its log-probs are computed once for every pair before training.
+ 5. Policy initialised from SFT, dropout off (so that at step 0 policy = reference exactly: loss log 2, margins 0).
+ 6. Held-out preference accuracy of the implicit reward on prefs_val.jsonl, before and after; checkpoint stage "dpo".
+ 7. Data order is a function of (seed, epoch): --resume continues exactly. DDP shards each global batch by rank.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from common import (LM_STAGES, Logger, cleanup, clip_and_check, configure_optimizer, get_lr, load_checkpoint,
+                    model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint, set_rng_state, setup,
+                    unwrap, wrap)
+from reward import check_comparison, encode_answer, pad_right
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    data_dir: str = "data/assistant"  # prefs_train.jsonl and prefs_val.jsonl (data/assistant/label.py)
+    init_from: str = "out/sft"        # policy and reference (4, 5)
+    out_dir: str = "out/dpo"          # checkpoint and log.jsonl go here
+    resume: bool = False              # continue from out_dir/ckpt.pt
+    beta: float = 0.1                 # (2) DPO's temperature: higher keeps the policy nearer the reference
+    epochs: int = 2                   # passes over the pairs
+    batch_size: int = 32              # pairs per step per process
+    learning_rate: float = 1e-4       # peak learning rate
+    min_lr: float = 1e-5              # learning rate at the end of the cosine decay
+    warmup_iters: int = 10            # linear warmup steps
+    weight_decay: float = 0.0         # on matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0            # clip the global gradient norm; 0 disables
+    log_interval: int = 10            # steps between log lines
+    seed: int = 1337
+    device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
+    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    compile: bool = False             # torch.compile the policy (GPUs)
+
+
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
+    """(2) All (B,) summed sequence log-probs -> (mean loss, chosen rewards (B,), rejected rewards (B,)), the
+    rewards being DPO's implicit beta * (log pi - log pi_ref), detached."""
+    chosen = policy_chosen_logps - ref_chosen_logps
+    rejected = policy_rejected_logps - ref_rejected_logps
+    loss = -F.logsigmoid(beta * (chosen - rejected)).mean()
+    return loss, beta * chosen.detach(), beta * rejected.detach()
+
+
+def load_pairs(path, tok, block_size):
+    """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every untied pair; an
+    answer's length counts its tokens and its <|end|> (3), so its tokens are the last `length` of its sequence."""
+    pairs = []
+    for r in read_jsonl(path, check_comparison, hint="collect comparisons with data/assistant/label.py"):
+        finished = r.get("finished", [True] * len(r["responses"]))
+        seqs = [encode_answer(tok, r["messages"], y, f, block_size) for y, f in zip(r["responses"], finished)]
+        lens = [min(len(tok.encode(y)) + int(f), len(s)) for y, f, s in zip(r["responses"], finished, seqs)]
+        for w in range(len(seqs)):
+            for l in range(len(seqs)):
+                if r["ranks"][w] < r["ranks"][l]:
+                    pairs.append((seqs[w], seqs[l], lens[w], lens[l]))
+    return pairs
+
+
+def sequence_logps(model, seqs, lens, pad_id, rt):
+    """(3) Sum of log p(token | before) over the last lens[i] tokens of each sequence: (B,)."""
+    idx, mask = pad_right(seqs, pad_id, rt.device)                          # (B, T)
+    with rt.autocast:
+        logits, _ = model(idx, attention_mask=mask)                          # (B, T, V)
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, idx[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    ends = torch.tensor([len(s) for s in seqs], device=rt.device)           # one past each row's last token
+    starts = ends - torch.tensor(lens, device=rt.device)                    # first answer token
+    pos = torch.arange(1, idx.size(1), device=rt.device)                    # position of the predicted token
+    answer = (pos >= starts[:, None]) & (pos < ends[:, None])               # (B, T-1)
+    return (logp * answer).sum(1)
+
+
+@torch.no_grad()
+def reference_logps(model, pairs, pad_id, rt, batch_size=64):
+    """(4) The frozen reference's log-probs of every pair's chosen and rejected answer: two (N,) tensors."""
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        chosen.append(sequence_logps(model, [p[0] for p in chunk], [p[2] for p in chunk], pad_id, rt))
+        rejected.append(sequence_logps(model, [p[1] for p in chunk], [p[3] for p in chunk], pad_id, rt))
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def pair_logps(model, pairs, pad_id, rt):
+    """Chosen and rejected log-probs of a batch of pairs from one forward pass over both: two (B,) tensors."""
+    seqs = [p[0] for p in pairs] + [p[1] for p in pairs]
+    lens = [p[2] for p in pairs] + [p[3] for p in pairs]
+    logps = sequence_logps(model, seqs, lens, pad_id, rt)
+    return logps[:len(pairs)], logps[len(pairs):]
+
+
+@torch.no_grad()
+def preference_accuracy(model, pairs, ref, pad_id, rt, beta, batch_size=64):
+    """(6) How often the implicit reward ranks the chosen answer above the rejected one (a tie counts half), and
+    the mean margin."""
+    model.eval()
+    right, margin = 0.0, 0.0
+    for i in range(0, len(pairs), batch_size):
+        pc, pr = pair_logps(model, pairs[i:i + batch_size], pad_id, rt)
+        _, rc, rr = dpo_loss(pc, pr, ref[0][i:i + batch_size], ref[1][i:i + batch_size], beta)
+        right += ((rc > rr).float() + 0.5 * (rc == rr).float()).sum().item()
+        margin += (rc - rr).sum().item()
+    return right / max(len(pairs), 1), margin / max(len(pairs), 1)
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    source = cfg.out_dir if cfg.resume else cfg.init_from
+    ckpt = load_checkpoint(source, stages=("dpo",) if cfg.resume else LM_STAGES,
+                           hint="DPO starts from the SFT model: run sft.py")
+    sft = load_checkpoint(ckpt["parent"], stages=LM_STAGES) if cfg.resume else ckpt
+    tok = get_tokenizer(ckpt["tokenizer"])
+    block = ckpt["model_args"]["block_size"]
+    train = load_pairs(os.path.join(cfg.data_dir, "prefs_train.jsonl"), tok, block)
+    val = load_pairs(os.path.join(cfg.data_dir, "prefs_val.jsonl"), tok, block)
+
+    policy = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device)        # (5)
+    ref = model_from_checkpoint(sft, dropout=0.0).to(rt.device).eval().requires_grad_(False)  # (4)
+    ref_train = reference_logps(ref, train, tok.pad_id, rt)
+    ref_val = reference_logps(ref, val, tok.pad_id, rt)
+    optimizer = configure_optimizer(policy, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                    rt.device_type)
+    per_step = cfg.batch_size * rt.world_size
+    steps_per_epoch = len(train) // per_step
+    if steps_per_epoch == 0:
+        raise SystemExit(f"{len(train)} preference pairs are fewer than one global batch of {per_step}")
+    max_iters = cfg.epochs * steps_per_epoch
+    step = 0
+    if cfg.resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        set_rng_state(ckpt["rng"], rt)
+        step = ckpt["step"]
+    parent = ckpt["parent"] if cfg.resume else os.path.abspath(cfg.init_from)
+    model = wrap(policy, rt, cfg.compile)
+    if rt.master:
+        print(f"config: {json.dumps(asdict(cfg))}")
+        print(f"data: {len(train)} train / {len(val)} val preference pairs, {max_iters} steps")
+    logger = Logger(cfg.out_dir, max_iters, rt.master, step if cfg.resume else None)
+    if step == 0:
+        acc0, margin0 = preference_accuracy(policy, val, ref_val, tok.pad_id, rt, cfg.beta)
+        logger.log(0, val_accuracy=acc0, val_margin=margin0)
+
+    def checkpoint(**extra):
+        rng = rng_state(rt)
+        if rt.master:
+            save_checkpoint(cfg.out_dir, {
+                "model": unwrap(model).state_dict(), "model_args": asdict(policy.config), "tokenizer": tok.name,
+                "stage": "dpo", "parent": parent, "config": asdict(cfg), "step": step,
+                "optimizer": optimizer.state_dict(), "rng": rng, **extra})
+
+    t0, step0 = time.time(), step
+    policy.train()  # dropout is 0 (5); train mode changes nothing else in a GPT
+    while step < max_iters:
+        epoch, i = divmod(step, steps_per_epoch)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed + epoch))  # (7)
+        ids = order[i * per_step:(i + 1) * per_step][rt.rank * cfg.batch_size:(rt.rank + 1) * cfg.batch_size]
+        lr = get_lr(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, max_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        pc, pr = pair_logps(model, [train[j] for j in ids.tolist()], tok.pad_id, rt)
+        loss, rc, rr = dpo_loss(pc, pr, ref_train[0][ids], ref_train[1][ids], cfg.beta)  # (2)
+        loss.backward()  # DDP averages the per-rank means: the mean over the global batch (equal shards)
+        clip_and_check(model, cfg.grad_clip, loss.item(), step, cfg.out_dir)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % cfg.log_interval == 0 or step == max_iters:
+            logger.log(step, loss=loss.item(), margin=(rc - rr).mean().item(), accuracy=(rc > rr).float().mean().item(),
+                       chosen_reward=rc.mean().item(), rejected_reward=rr.mean().item(), lr=lr,
+                       ms_per_step=(time.time() - t0) * 1000 / (step - step0))
+        if step % steps_per_epoch == 0 and step < max_iters:
+            checkpoint()  # (7) one per epoch: an interrupted run resumes from here
+    acc, margin = preference_accuracy(policy, val, ref_val, tok.pad_id, rt, cfg.beta)  # (6)
+    logger.log(step, val_accuracy=acc, val_margin=margin)
+    checkpoint(val_accuracy=acc, val_margin=margin)
+    if rt.master:
+        print(f"dpo: held-out preference accuracy of the implicit reward {acc:.3f} (margin {margin:.3f}) on "
+              f"{len(val)} pairs -> {cfg.out_dir}")
+    cleanup(rt)

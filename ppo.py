@@ -1,0 +1,399 @@
+"""
+PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts, the frozen reward model scores the
+answers, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model.
+
+    python ppo.py                                   # out/sft + out/reward -> out/ppo (~5 minutes on 2 CPU cores)
+    python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
+    python ppo.py --target_kl=4                     # adaptive beta toward a KL target (Ziegler et al. 2019)
+    python ppo.py --ptx_coef=1 --out_dir=out/ppo_ptx     # PPO-ptx: mix in the pretraining loss
+    python ppo.py --resume                          # continue an interrupted run
+    torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
+
+    from ppo import compute_gae, masked_whiten, policy_loss, value_loss   # pure functions on (B, T) tensors
+
+Details implemented here, numbered where the code implements them. Sources: InstructGPT (Ouyang et al. 2022, eq. 2
+and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human preferences"), PPO (Schulman et al.
+2017), GAE (Schulman et al. 2016), and "The N+ implementation details of RLHF with PPO" (Huang et al. 2024, "N+").
+ 1. Four models: the policy and a frozen reference, both the SFT model; the frozen RM; a value model initialised
+    from the RM (InstructGPT C.4; N+). Dropout is off in all four, in rollouts and in updates: with dropout the
+    recomputed log-probs are noise and the ratio of the first minibatch is not 1 (N+).
+ 2. Rollouts: a batch of prompts from prompts_rl.jsonl, left-padded (position ids count from each row's first real
+    token, model.py), sampled by the KV-cache generator at temperature T with no top-k / top-p: the samples must
+    come from the distribution whose log-probs PPO uses (N+). Up to max_new_tokens, stopping at <|end|>.
+ 3. Log-probs of the policy and the reference are recomputed by one forward pass over prompt + response with the
+    logits divided by T (N+), on exactly the generated tokens. The response mask keeps the tokens up to and
+    including the first <|end|>; pads after it are masked everywhere below.
+ 4. Score: the RM at the last real token (the <|end|>, or the last token of a cut answer), already normalised (the
+    RM's bias makes the demonstrations score 0 on average, InstructGPT); minus missing_eos_penalty when the answer
+    reached the length limit without <|end|> (N+: the "EOS trick").
+ 5. Per-token reward: -beta * (log pi(y_t) - log pi_ref(y_t)) on every response token, plus the score on the last
+    one (Ziegler et al.; InstructGPT eq. 2). Logged: the KL per answer with the k1 estimator (sum of log-ratios)
+    and the k3 one (sum of r - 1 - log r, r = pi_ref / pi, never negative; Schulman 2020 "Approximating KL").
+ 6. beta = 0.02 fixed, or with --target_kl an adaptive controller (Ziegler et al. 2019 sec. 2.2): e = clip(KL /
+    target - 1, -0.2, 0.2), beta <- beta * (1 + e * n / horizon), n = answers in the batch.
+ 7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1, lambda 0.95)
+    over the real response tokens, with V = 0 after the last one; returns = advantages + values.
+ 8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
+ 9. ppo_epochs passes over the rollout batch in shuffled minibatches. Old log-probs and values are those of the
+    rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a check from N+).
+10. Clipped surrogate (clip 0.2; PPO eq. 7), averaged over the minibatch's real tokens.
+11. Clipped value loss (clip 0.2; N+, as OpenAI's lm-human-preferences), times vf_coef; policy and value share one
+    AdamW and one global gradient-norm clip.
+12. PPO-ptx (InstructGPT eq. 2, gamma = 27.8 there): ptx_coef * the next-token loss on windows of the pretraining
+    corpus (train.bin) in every update. 0 by default on the embedded world (see the README for why).
+13. DDP: each rank rolls out different prompts with its own sampling seed; gradients are averaged by DDP; the logged
+    statistics are averaged over ranks. Advantages are whitened per rank.
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_check, configure_optimizer, get_lr,
+                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
+                    wrap)
+from model import GPT, GPTConfig
+from reward import load_reward_model
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    data_dir: str = "data/assistant"   # prompts_rl.jsonl (and train.bin for --ptx_coef)
+    init_from: str = "out/sft"         # policy and reference (1)
+    reward: str = "out/reward"         # the reward model; the value model starts from it (1)
+    labeler: str = "data/assistant/labeler.py"  # only to log the batch's gold score; never in the loss ("" = none)
+    out_dir: str = "out/ppo"           # checkpoint and log.jsonl go here
+    resume: bool = False               # continue from out_dir/ckpt.pt
+    max_iters: int = 60                # rollout batches (iterations)
+    batch_size: int = 64               # prompts per rollout batch per process
+    minibatch_size: int = 16           # answers per PPO update (9)
+    ppo_epochs: int = 4                # passes over each rollout batch (9)
+    max_new_tokens: int = 64           # response length limit (2)
+    temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
+    beta: float = 0.02                 # KL penalty coefficient (5), the start value when adaptive (6)
+    target_kl: float = 0.0             # > 0: adapt beta toward this KL per answer, in nats (6)
+    kl_horizon: int = 10000            # the controller's horizon in answers (6)
+    missing_eos_penalty: float = 1.0   # subtracted from the score of an answer cut by the length limit (4)
+    gamma: float = 1.0                 # GAE discount (7)
+    lam: float = 0.95                  # GAE lambda (7)
+    clip: float = 0.2                  # policy ratio clip (10)
+    vf_clip: float = 0.2               # value clip (11)
+    vf_coef: float = 0.1               # value loss coefficient (11)
+    ptx_coef: float = 0.0              # PPO-ptx pretraining-loss coefficient (12)
+    ptx_batch_size: int = 8            # pretraining windows per update when ptx_coef > 0 (12)
+    learning_rate: float = 3e-4        # peak learning rate (policy and value)
+    min_lr: float = 3e-5               # learning rate at the end of the cosine decay
+    warmup_iters: int = 0              # linear warmup, in optimizer steps
+    weight_decay: float = 0.0          # on matrices only; 0 as in most RLHF code (the KL term already regularises)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0             # clip the global gradient norm of policy + value; 0 disables (11)
+    log_interval: int = 1              # iterations between log lines
+    sample_interval: int = 10          # iterations between two printed sample answers
+    ckpt_interval: int = 20            # iterations between checkpoints
+    seed: int = 1337
+    device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
+    dtype: str = "auto"                # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    compile: bool = False              # torch.compile policy and value for the updates (GPUs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the math, as pure functions on (B, T) tensors with a (B, T) mask of real tokens
+
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask):
+    """(8) (x - mean) / std over the real tokens only (mask 1); 0 at the pads."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + 1e-8) * mask
+
+
+def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
+    """(7) Generalised advantage estimation over each row's real tokens.
+
+    rewards, values, mask: (B, T); mask 1 on a row's response tokens, which come first in the row. A value past the
+    last real token counts 0 (the episode is over). Returns (advantages, returns), both (B, T), 0 at the pads.
+    """
+    rewards, values = rewards * mask, values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])                           # (B,)
+    for t in reversed(range(rewards.size(1))):
+        next_value = values[:, t + 1] if t + 1 < rewards.size(1) else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]        # TD error
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):
+    """(10) PPO's clipped surrogate. Returns (loss, clip fraction, approx KL), averaged over the real tokens;
+    approx KL is the mean of (log ratio)^2 / 2, the estimator N+ logs."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    approx_kl = masked_mean(0.5 * log_ratio ** 2, mask)
+    return loss, clipfrac.detach(), approx_kl.detach()
+
+
+def value_loss(values, old_values, returns, mask, clip=0.2):
+    """(11) The clipped value loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within clip of the old V."""
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def response_mask(response, end_id):
+    """(3) (B, n) generated tokens -> (B, n) long mask: 1 up to and including the first <|end|>, 0 after it."""
+    is_end = (response == end_id).long()
+    return ((is_end.cumsum(1) - is_end) == 0).long()
+
+
+def token_rewards(kl, score, mask, finished, beta, missing_eos_penalty):
+    """(5) Per-token rewards (B, n): -beta * kl (B, n) on the real tokens, plus on each row's last real token the
+    RM score (B,), less missing_eos_penalty where the answer did not finish (finished (B,) bool) (4)."""
+    score = score - missing_eos_penalty * (~finished).float()
+    rewards = -beta * kl * mask
+    last = mask.long().sum(1) - 1                                        # (B,) index of the last real token
+    rewards[torch.arange(mask.size(0), device=mask.device), last] += score
+    return rewards
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# models and forward passes
+
+
+class ValueModel(nn.Module):
+    """(1) The RM's trunk and head read at every position: forward(idx, attention_mask) -> values (B, T)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.gpt = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+
+    def forward(self, idx, attention_mask):
+        return self.head(self.gpt.hidden_states(idx, attention_mask)).squeeze(-1)
+
+
+def response_logprobs(model, idx, mask, P, temperature):
+    """(3) Log-probs (B, n) of the response tokens idx[:, P:] under logits / temperature, and the log-softmax
+    (B, n, V) they come from. model is a GPT (or its DDP wrapper); idx, mask (B, P + n)."""
+    logits, _ = model(idx, attention_mask=mask)                        # (B, P + n, V)
+    logp_all = F.log_softmax(logits[:, P - 1:-1].float() / temperature, dim=-1)  # predicts tokens P .. P+n-1
+    return logp_all.gather(-1, idx[:, P:].unsqueeze(-1)).squeeze(-1), logp_all
+
+
+@torch.no_grad()
+def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
+    """Policy and reference log-probs, entropy, values (all (B, n)) and RM scores (B,) of a rollout batch,
+    chunk answers at a time."""
+    out = {k: [] for k in ("logp", "ref_logp", "entropy", "values", "score")}
+    for i in range(0, seq.size(0), chunk):
+        x, m = seq[i:i + chunk], mask[i:i + chunk]
+        with rt.autocast:
+            logp, logp_all = response_logprobs(policy, x, m, P, temperature)
+            out["logp"].append(logp)
+            out["entropy"].append(-(logp_all.exp() * logp_all).sum(-1))
+            out["ref_logp"].append(response_logprobs(ref, x, m, P, temperature)[0])
+            out["values"].append(value(x, m)[:, P - 1:-1].float())
+            out["score"].append(rm(x, m).float())                         # (4) at the last real token
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def load_labeler(path):
+    """The dataset's labeler module (only to log a gold score), or None."""
+    if not path:
+        return None
+    if not os.path.exists(path):
+        raise SystemExit(f"labeler {path} not found; pass --labeler='' to run without the gold metric")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    return __import__(os.path.basename(path).removesuffix(".py"))
+
+
+def check_prompt(record):
+    check_messages(record, "user")
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    source = cfg.out_dir if cfg.resume else cfg.init_from
+    ckpt = load_checkpoint(source, stages=("ppo",) if cfg.resume else LM_STAGES,
+                           hint="PPO starts from the SFT model: run sft.py")
+    tok = get_tokenizer(ckpt["tokenizer"])
+    rm, rm_ckpt = load_reward_model(cfg.reward)
+    if rm_ckpt["tokenizer"] != tok.name:
+        raise SystemExit(f"the reward model uses the {rm_ckpt['tokenizer']!r} tokenizer, the policy {tok.name!r}")
+    labeler = load_labeler(cfg.labeler)
+    records = read_jsonl(os.path.join(cfg.data_dir, "prompts_rl.jsonl"), check_prompt,
+                         hint="run python data/assistant/prepare.py")
+    block = ckpt["model_args"]["block_size"]
+    limit = block - cfg.max_new_tokens
+    if limit <= 0:
+        raise SystemExit(f"--max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in a context of {block}")
+    prompts = [tok.render_prompt(r["messages"]) for r in records]
+    if sum(len(p) > limit for p in prompts):
+        print(f"warning: {sum(len(p) > limit for p in prompts)} prompts are longer than {limit} tokens; keeping "
+              f"their last {limit}", file=sys.stderr)
+    prompts = [p[-limit:] for p in prompts]
+    corpus = None
+    if cfg.ptx_coef > 0:  # (12)
+        corpus = np.memmap(os.path.join(cfg.data_dir, "train.bin"), dtype=np.uint16, mode="r")
+
+    # (1) the four models, dropout off in all of them
+    policy = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device)
+    sft = ckpt if not cfg.resume else load_checkpoint(ckpt["parent"], stages=LM_STAGES)
+    ref = model_from_checkpoint(sft, dropout=0.0).to(rt.device).eval().requires_grad_(False)
+    rm.to(rt.device).requires_grad_(False)
+    value = ValueModel(rm.gpt.config).to(rt.device)
+    value.load_state_dict(ckpt["value"] if cfg.resume else rm.state_dict())
+    both = nn.ModuleList([policy, value])  # one optimizer, one gradient clip (11)
+    optimizer = configure_optimizer(both, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
+                                    rt.device_type)
+    it, beta = 0, cfg.beta
+    if cfg.resume:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        it, beta = ckpt["step"], ckpt["beta"]
+    parent = ckpt["parent"] if cfg.resume else os.path.abspath(cfg.init_from)
+    policy_w, value_w = wrap(policy, rt, cfg.compile), wrap(value, rt, cfg.compile)
+    policy.eval(), value.eval()  # (1) eval mode throughout; no dropout anyway, but no surprises either
+
+    per_iter = cfg.batch_size * rt.world_size
+    if rt.master:
+        print(f"config: {json.dumps(asdict(cfg))}")
+        print(f"models: policy and reference {policy.num_params() / 1e6:.2f}M from {cfg.init_from}, reward and value "
+              f"from {cfg.reward}; {len(prompts)} prompts, {per_iter} per iteration, {cfg.max_iters} iterations")
+    logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, it if cfg.resume else None)
+
+    def checkpoint():
+        if rt.master:
+            save_checkpoint(cfg.out_dir, {
+                "model": unwrap(policy_w).state_dict(), "model_args": asdict(policy.config), "tokenizer": tok.name,
+                "stage": "ppo", "parent": parent, "reward": os.path.abspath(cfg.reward), "config": asdict(cfg),
+                "step": it, "value": unwrap(value_w).state_dict(), "optimizer": optimizer.state_dict(), "beta": beta})
+
+    while it < cfg.max_iters:
+        # ---- (2) rollout: this rank's prompts, left-padded, sampled at temperature T; a pure function of (seed, it)
+        t0 = time.time()
+        epoch, i = divmod(it * per_iter, len(prompts))
+        order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+        order = order + torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1)
+                                       ).tolist()  # the batch may run past the end of this epoch's order
+        ids = order[i + rt.rank * cfg.batch_size:i + (rt.rank + 1) * cfg.batch_size]
+        batch = [prompts[j] for j in ids]
+        P = max(len(p) for p in batch)
+        x = torch.tensor([[tok.pad_id] * (P - len(p)) + p for p in batch], device=rt.device)   # (B, P)
+        pmask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in batch], device=rt.device)
+        gen = torch.Generator(device=rt.device).manual_seed(cfg.seed * 100003 + it * 1009 + rt.rank)  # (13)
+        with rt.autocast:
+            seq, _ = policy.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, eos_id=tok.end_id,
+                                     pad_id=tok.pad_id, attention_mask=pmask, generator=gen)  # (B, P + n)
+        rmask = response_mask(seq[:, P:], tok.end_id)                       # (3) (B, n)
+        mask = torch.cat([pmask, rmask], 1)                                  # (B, P + n)
+        finished = (seq[:, P:] == tok.end_id).any(1)                         # (B,)
+        t1 = time.time()
+
+        # ---- scoring: log-probs, values, RM scores, per-token rewards, advantages
+        r = score_rollout(policy, ref, value, rm, seq, mask, P, cfg.temperature, cfg.minibatch_size, rt)
+        fmask = rmask.float()
+        kl = (r["logp"] - r["ref_logp"]) * fmask                             # (5) k1 per token
+        rewards = token_rewards(kl, r["score"], fmask, finished, beta, cfg.missing_eos_penalty)  # (4) (5)
+        advantages, returns = compute_gae(rewards, r["values"], fmask, cfg.gamma, cfg.lam)  # (7)
+        advantages = masked_whiten(advantages, fmask)                        # (8)
+        t2 = time.time()
+
+        # ---- (9) PPO epochs over shuffled minibatches
+        lr = get_lr(it, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(cfg.seed + 31 * it)
+        stats = {k: [] for k in ("pg_loss", "vf_loss", "ptx_loss", "clipfrac", "approx_kl")}
+        ratio_first = None
+        for _ in range(cfg.ppo_epochs):
+            perm = torch.randperm(seq.size(0), generator=g).to(rt.device)
+            for s in range(0, seq.size(0), cfg.minibatch_size):
+                mb = perm[s:s + cfg.minibatch_size]
+                m = fmask[mb]
+                with rt.autocast:
+                    logp, _ = response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)
+                    v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float()
+                pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10)
+                vf = value_loss(v, r["values"][mb], returns[mb], m, cfg.vf_clip)                         # (11)
+                loss = pg + cfg.vf_coef * vf
+                if corpus is not None:  # (12) PPO-ptx: windows of the pretraining corpus
+                    gp = torch.Generator().manual_seed(cfg.seed + 7 * len(stats["pg_loss"]) + 100003 * it + rt.rank)
+                    starts = torch.randint(len(corpus) - block - 1, (cfg.ptx_batch_size,), generator=gp).tolist()
+                    w = torch.stack([torch.from_numpy(corpus[s0:s0 + block + 1].astype(np.int64)) for s0 in starts])
+                    w = w.to(rt.device)
+                    with rt.autocast:
+                        _, ptx = policy_w(w[:, :-1], w[:, 1:])
+                    loss = loss + cfg.ptx_coef * ptx
+                    stats["ptx_loss"].append(ptx.item())
+                if ratio_first is None:
+                    ratio_first = masked_mean(torch.exp(logp - r["logp"][mb]), m).item()
+                loss.backward()
+                clip_and_check(both, cfg.grad_clip, loss.item(), it, cfg.out_dir)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                for k, val in (("pg_loss", pg), ("vf_loss", vf), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
+                    stats[k].append(val.item())
+        t3 = time.time()
+
+        # ---- statistics of this iteration, averaged over ranks (13)
+        lengths = rmask.sum(1).float()
+        v_err = masked_mean((returns - r["values"] - masked_mean(returns - r["values"], fmask)) ** 2, fmask)
+        v_var = masked_mean((returns - masked_mean(returns, fmask)) ** 2, fmask)
+        log_r = (r["ref_logp"] - r["logp"]) * fmask
+        texts = [tok.decode(row[:int(n) - int(f)]) for row, n, f in zip(seq[:, P:].tolist(), lengths, finished)]
+        gold = [labeler.score(records[j], t) for j, t in zip(ids, texts)] if labeler else None
+        metrics = {
+            "rm_score": r["score"].mean().item(),
+            **({"gold": sum(gold) / len(gold)} if gold else {}),                  # a metric, never a reward
+            "kl": kl.sum(1).mean().item(),                                         # (5) k1, nats per answer
+            "kl_k3": ((torch.exp(log_r) - 1 - log_r) * fmask).sum(1).mean().item(),  # (5) k3
+            "entropy": masked_mean(r["entropy"], fmask).item(),
+            "clipfrac": sum(stats["clipfrac"]) / len(stats["clipfrac"]),
+            "approx_kl": sum(stats["approx_kl"]) / len(stats["approx_kl"]),
+            "pg_loss": sum(stats["pg_loss"]) / len(stats["pg_loss"]),
+            "vf_loss": sum(stats["vf_loss"]) / len(stats["vf_loss"]),
+            "explained_var": 1.0 - (v_err / v_var.clamp(min=1e-8)).item(),
+            "resp_len": lengths.mean().item(),
+            "finished": finished.float().mean().item(),
+            "ratio_first": ratio_first,
+            **({"ptx_loss": sum(stats["ptx_loss"]) / len(stats["ptx_loss"])} if stats["ptx_loss"] else {}),
+            "beta": beta, "lr": lr,
+            "t_rollout": t1 - t0, "t_score": t2 - t1, "t_update": t3 - t2,
+        }
+        if rt.ddp:
+            keys = [k for k in metrics if k not in ("beta", "lr")]
+            t = torch.tensor([metrics[k] for k in keys], device=rt.device, dtype=torch.float64)
+            dist.all_reduce(t)
+            metrics.update({k: v / rt.world_size for k, v in zip(keys, t.tolist())})
+        if cfg.target_kl > 0:  # (6) proportional controller on the KL per answer
+            error = max(-0.2, min(0.2, metrics["kl"] / cfg.target_kl - 1.0))
+            beta *= 1.0 + error * per_iter / cfg.kl_horizon
+        it += 1
+        if it % cfg.log_interval == 0 or it == cfg.max_iters:
+            logger.log(it, **metrics)
+        if rt.master and (it % cfg.sample_interval == 0 or it == 1):
+            for j, t in list(zip(ids, texts))[:2]:
+                print(f"  [{records[j]['messages'][-1]['content']!r}] -> {t!r}", flush=True)
+        if it % cfg.ckpt_interval == 0 or it == cfg.max_iters:
+            checkpoint()
+    if rt.master:
+        print(f"ppo: {cfg.max_iters} iterations -> {cfg.out_dir}")
+    cleanup(rt)

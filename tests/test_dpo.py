@@ -1,0 +1,79 @@
+"""DPO: the loss by hand, the log 2 start, response-only log-probs, and training through the command line."""
+import math
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, read, run
+from common import setup
+from dpo import dpo_loss, load_pairs, pair_logps, reference_logps, sequence_logps
+from model import GPT, GPTConfig
+from test_reward import synthetic_comparisons
+from tokenizer import get_tokenizer
+
+
+def test_dpo_loss_by_hand():
+    pc, pr = torch.tensor([-1.0, -4.0]), torch.tensor([-2.0, -3.0])
+    rc, rr = torch.tensor([-1.5, -4.0]), torch.tensor([-1.5, -2.0])
+    loss, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    # pair 1: beta * ((-1 + 1.5) - (-2 + 1.5)) = 0.5; pair 2: 0.5 * ((0) - (-1)) = 0.5
+    by_hand = -math.log(1 / (1 + math.exp(-0.5)))
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    assert torch.allclose(chosen, torch.tensor([0.25, 0.0])) and torch.allclose(rejected, torch.tensor([-0.25, -0.5]))
+
+
+def test_policy_equal_to_reference_gives_log_2_and_zero_margins(world):
+    tok = get_tokenizer("bytes")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=160, vocab_size=320, dropout=0.0)).eval()
+    rt = setup("cpu")
+    records = read(world / "prompts_label.jsonl")[:8]
+    pairs = [(tok.render_prompt(r["messages"]) + tok.encode(r["ideal"]) + [tok.end_id],
+              tok.render_prompt(r["messages"]) + tok.encode("No.") + [tok.end_id],
+              len(tok.encode(r["ideal"])) + 1, 3) for r in records]
+    ref = reference_logps(model, pairs, tok.pad_id, rt, batch_size=3)  # other batches, other padding
+    pc, pr = pair_logps(model, pairs, tok.pad_id, rt)
+    loss, chosen, rejected = dpo_loss(pc, pr, *ref, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert torch.allclose(chosen, torch.zeros(8), atol=1e-6) and torch.allclose(rejected, torch.zeros(8), atol=1e-6)
+
+
+def test_sequence_logps_sum_over_the_answer_tokens_only():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
+    rt = setup("cpu")
+    seqs, lens = [[1, 2, 3, 4, 5, 6], [7, 8, 9]], [2, 1]  # answers: [5, 6] and [9]
+    got = sequence_logps(model, seqs, lens, pad_id=0, rt=rt)
+    for s, n, g in zip(seqs, lens, got):
+        logp = torch.log_softmax(model(torch.tensor([s]))[0][0], -1)  # (T, V), unpadded
+        by_hand = sum(logp[t - 1, s[t]].item() for t in range(len(s) - n, len(s)))
+        assert g.item() == pytest.approx(by_hand, abs=1e-5)
+
+
+def test_pairs_come_from_every_untied_pair(tmp_path, world):
+    tok = get_tokenizer("bytes")
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}], "responses": ["a", "bb", "c", "d"], '
+                    '"ranks": [0, 1, 1, 2]}\n')
+    pairs = load_pairs(path, tok, 64)
+    prompt = tok.render_prompt([{"role": "user", "content": "hi"}])
+    got = {(tok.decode(w[len(prompt):-1]), tok.decode(l[len(prompt):-1])) for w, l, _, _ in pairs}
+    assert got == {("a", "bb"), ("a", "c"), ("a", "d"), ("bb", "d"), ("c", "d")}  # bb and c tie: no pair
+    assert all(w[-1] == tok.end_id and nw == len(w) - len(prompt) for w, _, nw, _ in pairs)
+
+
+def test_dpo_through_the_command_line_learns_the_preferences(world, tmp_path):
+    pt = tmp_path / "pt"
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=2",
+        "--eval_iters=1", "--eval_interval=2", f"--out_dir={pt}")
+    data = tmp_path / "data"
+    synthetic_comparisons(world, data)
+    out = tmp_path / "dpo"
+    proc = run("dpo.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={out}", "--learning_rate=3e-3",
+               "--batch_size=32", "--epochs=1", "--log_interval=5", "--warmup_iters=2")
+    log = read(out / "log.jsonl")
+    assert log[0]["val_accuracy"] == 0.5 and log[0]["val_margin"] == 0.0  # policy = reference at step 0
+    assert log[-1]["val_accuracy"] > 0.8, log[-1]  # the implicit reward now ranks held-out pairs
+    assert all(k in log[1] for k in ("loss", "margin", "accuracy", "chosen_reward", "rejected_reward"))
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "dpo" and ckpt["parent"] == str(pt) and "held-out preference accuracy" in proc.stdout

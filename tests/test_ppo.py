@@ -1,0 +1,204 @@
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import TINY_MODEL, read, run
+from common import save_checkpoint, setup
+from model import GPT, GPTConfig
+from ppo import (compute_gae, masked_whiten, policy_loss, response_logprobs, response_mask, token_rewards,
+                 value_loss)
+from reward import RewardModel
+from tokenizer import get_tokenizer
+
+
+def test_gae_equals_a_plain_reverse_loop_over_each_rows_real_tokens():
+    torch.manual_seed(0)
+    B, T = 4, 7
+    lengths = [7, 3, 1, 5]
+    mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths])
+    rewards, values = torch.randn(B, T), torch.randn(B, T)  # garbage at the pads must not leak in
+    gamma, lam = 0.9, 0.8
+    adv, ret = compute_gae(rewards, values, mask, gamma, lam)
+    for b, n in enumerate(lengths):
+        expected, running = [0.0] * n, 0.0
+        for t in reversed(range(n)):
+            next_value = values[b, t + 1].item() if t + 1 < n else 0.0  # the episode ends at the last real token
+            running = rewards[b, t].item() + gamma * next_value - values[b, t].item() + gamma * lam * running
+            expected[t] = running
+        assert torch.allclose(adv[b, :n], torch.tensor(expected), atol=1e-5)
+        assert torch.allclose(ret[b, :n], torch.tensor(expected) + values[b, :n], atol=1e-5)
+        assert (adv[b, n:] == 0).all() and (ret[b, n:] == 0).all()
+    # gamma = lambda = 1: the advantage is the sum of the rewards still to come, minus the value
+    adv, _ = compute_gae(rewards, values, mask, 1.0, 1.0)
+    assert torch.allclose(adv[1, 0], rewards[1, :3].sum() - values[1, 0], atol=1e-5)
+
+
+def test_whitening_ignores_the_pads():
+    x = torch.tensor([[1.0, 2.0, 3.0, 1e4], [4.0, 1e4, -1e4, 1e4]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    w = masked_whiten(x, mask)
+    real = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert torch.allclose(w[mask.bool()], (real - real.mean()) / real.std(unbiased=False), atol=1e-5)
+    assert (w[~mask.bool()] == 0).all()
+
+
+@pytest.mark.parametrize("ratio, adv, loss, clipped", [
+    (1.5, 1.0, -1.2, True),    # good action, ratio past 1 + clip: the gain is capped at 1.2 and gives no gradient
+    (0.5, 1.0, -0.5, False),   # good action made less likely: unclipped, the gradient pushes it back up
+    (1.5, -1.0, 1.5, False),   # bad action made more likely: unclipped, full penalty
+    (0.5, -1.0, 0.8, True),    # bad action already pushed below 1 - clip: capped at 0.8, no gradient
+    (1.1, 2.0, -2.2, False),   # inside the band: the plain surrogate
+])
+def test_policy_loss_clips_on_the_right_side(ratio, adv, loss, clipped):
+    old = torch.tensor([[-1.0, -3.0]])
+    logp = torch.tensor([[-1.0 + math.log(ratio), 5.0]], requires_grad=True)  # the second token is a pad
+    mask = torch.tensor([[1.0, 0.0]])
+    got, clipfrac, approx_kl = policy_loss(logp, old, torch.tensor([[adv, 100.0]]), mask, clip=0.2)
+    assert got.item() == pytest.approx(loss, abs=1e-6)
+    assert clipfrac.item() == float(clipped)
+    assert approx_kl.item() == pytest.approx(0.5 * math.log(ratio) ** 2, abs=1e-6)
+    got.backward()
+    assert (logp.grad[0, 0] == 0) == clipped and logp.grad[0, 1] == 0
+
+
+def test_value_loss_is_clipped_around_the_old_value():
+    old, ret, mask = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 0.0]])
+    # jumped to 2: (2 - 1)^2 = 1 against the clipped (0.2 - 1)^2 = 0.64; the pessimistic max keeps 1
+    assert value_loss(torch.tensor([[2.0, 9.0]]), old, ret, mask, 0.2).item() == pytest.approx(0.5 * 1.0)
+    # moved to 0.5: (0.5 - 1)^2 = 0.25, but the clipped 0.2 is further from the return and the max picks it
+    assert value_loss(torch.tensor([[0.5, 9.0]]), old, ret, mask, 0.2).item() == pytest.approx(0.5 * 0.64)
+    # inside the band: plain squared error
+    assert value_loss(torch.tensor([[0.1, 9.0]]), old, ret, mask, 0.2).item() == pytest.approx(0.5 * 0.81)
+
+
+def test_rewards_score_on_the_last_real_token_penalty_only_for_cut_answers_nothing_after_end():
+    end, pad = 260, 261
+    response = torch.tensor([[5, 6, end, pad, pad],    # finished after 3 tokens
+                             [7, 8, 9, 10, 11],        # cut by the length limit
+                             [end, pad, pad, pad, pad]])
+    mask = response_mask(response, end)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    finished = (response == end).any(1)
+    kl = torch.full((3, 5), 0.5) * mask
+    r = token_rewards(kl, torch.tensor([2.0, 3.0, 4.0]), mask.float(), finished, beta=0.1, missing_eos_penalty=1.0)
+    expected = torch.tensor([[-0.05, -0.05, -0.05 + 2.0, 0, 0],
+                             [-0.05, -0.05, -0.05, -0.05, -0.05 + 3.0 - 1.0],
+                             [-0.05 + 4.0, 0, 0, 0, 0]])
+    assert torch.allclose(r, expected)
+
+
+def test_rollout_logprobs_equal_a_fresh_forward_on_the_left_padded_batch():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
+    prompts = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    P = 5
+    x = torch.tensor([[0] * (P - len(p)) + p for p in prompts])
+    pmask = torch.tensor([[0] * (P - len(p)) + [1] * len(p) for p in prompts])
+    for temperature in (1.0, 0.7):
+        g = torch.Generator().manual_seed(1)
+        seq, gen_logp = model.generate(x, 10, temperature=temperature, eos_id=1, pad_id=0, attention_mask=pmask,
+                                       generator=g)
+        rmask = response_mask(seq[:, P:], 1)
+        logp, _ = response_logprobs(model, seq, torch.cat([pmask, rmask], 1), P, temperature)
+        assert torch.allclose(logp * rmask, gen_logp * rmask, atol=1e-5)
+        # and each row equals the same row generated alone, unpadded: left padding changes nothing
+        for b, p in enumerate(prompts):
+            alone = torch.tensor([p + seq[b, P:].tolist()])
+            ref, _ = response_logprobs(model, alone, torch.ones_like(alone), len(p), temperature)
+            assert torch.allclose(ref[0] * rmask[b], logp[b] * rmask[b], atol=1e-5)
+
+
+def tiny_checkpoints(tmp_path, dropout=0.1):
+    """A random tiny SFT policy (with dropout in its config, as sft.py leaves it) and a random tiny RM."""
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=160, vocab_size=320, dropout=dropout)
+    sft = GPT(config)
+    save_checkpoint(tmp_path / "sft", {"model": sft.state_dict(), "model_args": vars(config).copy(),
+                                       "tokenizer": "bytes", "stage": "sft", "parent": None, "config": {}, "step": 0})
+    rm = RewardModel(GPTConfig(**{**vars(config), "dropout": 0.0}))
+    save_checkpoint(tmp_path / "rm", {"model": rm.state_dict(), "model_args": vars(rm.gpt.config).copy(),
+                                      "tokenizer": "bytes", "stage": "reward", "parent": None, "config": {},
+                                      "step": 0, "val_accuracy": 0.5, "length_baseline_accuracy": 0.5})
+    return tmp_path / "sft", tmp_path / "rm"
+
+
+METRICS = ("rm_score", "gold", "kl", "kl_k3", "entropy", "clipfrac", "approx_kl", "pg_loss", "vf_loss",
+           "explained_var", "resp_len", "ratio_first", "t_rollout", "t_score", "t_update")
+
+
+def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(world, tmp_path):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.1)
+    out = tmp_path / "ppo"
+    proc = run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
+               "--max_iters=3", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--sample_interval=2",
+               "--ptx_coef=0.5", "--target_kl=0.01", "--kl_horizon=100")
+    log = read(out / "log.jsonl")
+    assert [l["step"] for l in log] == [1, 2, 3]
+    for line in log:
+        for k in METRICS + ("ptx_loss",):
+            assert isinstance(line[k], float) and math.isfinite(line[k]), (k, line)
+        # the first minibatch of every batch: old log-probs are the rollout's, so the ratio is 1 (no dropout)
+        assert abs(line["ratio_first"] - 1.0) < 1e-5
+        assert 0 <= line["clipfrac"] <= 1 and line["resp_len"] <= 8 and line["kl_k3"] >= 0
+    assert log[0]["kl"] == 0.0 and log[0]["kl_k3"] == 0.0  # the policy is the reference before the first update
+    assert log[1]["kl"] != 0.0
+    # the controller: KL 0 is below the target, so beta shrinks by the clipped error, 0.2 * 8 answers / horizon 100
+    assert log[1]["beta"] == pytest.approx(0.02 * (1 - 0.2 * 8 / 100))
+    assert proc.stdout.count("] -> ") >= 2  # sample answers printed
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "ppo" and ckpt["step"] == 3 and ckpt["parent"] == str(sft)
+    assert ckpt["model_args"]["dropout"] == 0.0 and "value" in ckpt
+
+
+def test_ppo_resume_continues_the_same_run(world, tmp_path):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
+    common = [f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", "--batch_size=4", "--minibatch_size=2",
+              "--max_new_tokens=6", "--ppo_epochs=1", "--labeler=", "--ckpt_interval=2",
+              "--min_lr=3e-4"]  # a constant learning rate: the schedule does not depend on max_iters
+    run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'full'}")
+    run("ppo.py", *common, "--max_iters=2", f"--out_dir={tmp_path / 'cut'}")
+    proc = run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'cut'}", "--resume")
+    full, cut = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("full", "cut"))
+    for k in full["model"]:
+        assert torch.allclose(full["model"][k], cut["model"][k], atol=1e-6), k
+    assert [l["step"] for l in read(tmp_path / "cut" / "log.jsonl")] == [1, 2, 3, 4]
+    assert "gold" not in read(tmp_path / "cut" / "log.jsonl")[0]  # --labeler= turns the gold metric off
+
+
+def expected_last_token_reward(policy_dir, rm, prompts):
+    """Mean over prompts of sum_y pi(y | x) * RM(x, y) for one-token answers y: no sampling noise."""
+    model = GPT(GPTConfig(**torch.load(policy_dir / "ckpt.pt", weights_only=False)["model_args"])).eval()
+    model.load_state_dict(torch.load(policy_dir / "ckpt.pt", weights_only=False)["model"])
+    total = 0.0
+    with torch.no_grad():
+        for p in prompts:
+            probs = torch.softmax(model(torch.tensor([p]))[0][0, -1], -1)                 # (V,)
+            answers = torch.cat([torch.tensor([p]).expand(probs.numel(), -1), torch.arange(probs.numel())[:, None]], 1)
+            total += (probs * rm(answers, torch.ones_like(answers))).sum().item()
+    return total / len(prompts)
+
+
+def test_ppo_raises_the_reward_it_is_given(world, tmp_path):
+    """PPO must climb the RM's score. Answers are one token long and this RM scores only that token: it is the
+    policy's own trunk (an RM starts from SFT) with its blocks and positions zeroed, so its head reads the token's
+    embedding. The expected score over all 320 answers, before and after, leaves no sampling noise."""
+    sft, rm_path = tiny_checkpoints(tmp_path, dropout=0.0)
+    ckpt = torch.load(rm_path / "ckpt.pt", weights_only=False)
+    policy = torch.load(sft / "ckpt.pt", weights_only=False)["model"]
+    ckpt["model"].update({"gpt." + k: v.clone() for k, v in policy.items()})
+    for k, v in ckpt["model"].items():
+        if k.endswith(("attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias", "wpe.weight")):
+            v.zero_()
+    save_checkpoint(rm_path, ckpt)
+    out = tmp_path / "ppo"
+    run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm_path}", f"--out_dir={out}",
+        "--max_iters=8", "--batch_size=32", "--minibatch_size=16", "--max_new_tokens=1", "--labeler=",
+        "--learning_rate=1e-3", "--min_lr=1e-3", "--missing_eos_penalty=0")
+    rm = RewardModel(GPTConfig(**ckpt["model_args"])).eval()
+    rm.load_state_dict(ckpt["model"])
+    tok = get_tokenizer("bytes")
+    prompts = [tok.render_prompt(r["messages"])[-150:] for r in read(world / "prompts_rl.jsonl")[:16]]
+    before, after = expected_last_token_reward(sft, rm, prompts), expected_last_token_reward(out, rm, prompts)
+    assert after > before + 0.1, (before, after)  # measured: 0.075 -> 0.287
