@@ -2,6 +2,7 @@
 Compare policies on held-out prompts by the labeler's gold score, the measure no training stage ever sees.
 
     python evaluate.py --policies=out/pretrain,out/sft              # table on stdout, numbers in out/eval/results.json
+    python evaluate.py --policies=out/pretrain,out/sft,out/ppo,out/dpo --reward=out/reward --snapshots=out/ppo
     python evaluate.py --policies=out/sft,out/sft_scratch --out_dir=out/eval_ablation
 
 Details implemented here:
@@ -19,12 +20,22 @@ Details implemented here:
     comparable across prompts), with the gold score of the RM's pick among each prompt's samples.
  5. Win rate against the SFT policy, prompt by prompt on the gold score (a tie counts half), with a 95% interval.
  6. KL to SFT: one answer per prompt sampled at T = 1 from the policy, sum over its tokens of log pi - log pi_sft
-    (the k1 estimate of KL per answer; PPO's penalty measures the same thing). Mean answer length in tokens.
- 7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), sft, ppo (ppo_ptx when trained with
-    --ptx_coef), dpo.
+    (the k1 estimate of KL per answer; PPO's penalty measures the same thing). Mean answer length in characters.
+ 7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), gpt_prompted, sft, ppo (ppo_ptx when
+    trained with --ptx_coef), dpo, and best_of_N.
+ 8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3's in-context learning): up to few_shot
+    demonstrations (the first single-turn ones of distinct families in sft_train.jsonl) written as prose, the way
+    the corpus writes conversations (Mia asked Tom, "..." Tom said, "..."), as many as fit in the context; then
+    the prompt in the same prose, and the answer is what the model writes inside Tom's opening quote.
+ 9. best_of_N (with --reward): the RM's favourite of N answers of the SFT policy sampled at T = 1 (WebGPT;
+    reward.best_of_n). Its KL to SFT is the exact value for best-of-n, log N - (N - 1) / N (Stiennon et al. 2020).
+10. --snapshots=DIR: reward over-optimisation (Gao et al. 2022): gold and RM score of the greedy answers of each
+    PPO snapshot DIR/iter_*.pt against its KL to SFT. PPO's reward is the RM; the gold score is what it stands for.
 """
 
+import glob
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -34,7 +45,7 @@ import torch
 import common
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, read_jsonl, setup
-from reward import encode_answer, load_reward_model, pad_right, score_sequences
+from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
 from tokenizer import get_tokenizer
 
 
@@ -45,6 +56,9 @@ class Config:
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
     reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
     rm_samples: int = 4                       # with --reward: SFT samples per prompt on which RM and gold are compared
+    best_of: int = 8                          # with --reward: a best_of_N row (9); 0 = none
+    few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
+    snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
     out_dir: str = "out/eval"                # results.json goes here
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
@@ -74,6 +88,46 @@ def answer(ckpt, records, cfg, rt, temperature=0.0, generator=None):
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
                            temperature=temperature, batch_size=cfg.batch_size, generator=generator)
     return [tok.decode(ids) for ids, _ in out], [finished for _, finished in out]
+
+
+def prose(messages):
+    """(8) Turns written as the corpus writes conversations: characters talking in a story, no chat format."""
+    said = {"system": 'Tom was told, "{}"', "user": 'Mia asked Tom, "{}"', "assistant": 'Tom said, "{}"'}
+    return " ".join(said[m["role"]].format(m["content"]) for m in messages)
+
+
+def first_demonstrations(path, k):
+    """(8) The first k single-turn demonstrations of distinct families."""
+    demos, families = [], set()
+    for r in read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py"):
+        if [m["role"] for m in r["messages"]] == ["user", "assistant"] and r.get("family") not in families:
+            demos.append(r)
+            families.add(r.get("family"))
+        if len(demos) == k:
+            break
+    return demos
+
+
+def answer_few_shot(ckpt, records, demos, cfg, rt):
+    """(8) The pretrained model's answers behind a prose few-shot prefix: (texts, finished, mean shots)."""
+    tok = get_tokenizer(ckpt["tokenizer"])
+    model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    limit = model.config.block_size - cfg.max_new_tokens
+    prompts, shots = [], 0
+    for r in records:
+        query = prose(r["messages"]) + ' Tom said, "'
+        used = 0
+        while used < len(demos) and len(tok.encode(prose_prefix(demos[:used + 1]) + query)) <= limit:
+            used += 1
+        prompts.append(tok.encode(prose_prefix(demos[:used]) + query))
+        shots += used
+    out = generate_batched(model, prompts, rt, tok.pad_id, tok.eot_id, cfg.max_new_tokens, batch_size=cfg.batch_size)
+    texts = [tok.decode(ids) for ids, _ in out]
+    return [t.split('"')[0] for t in texts], ['"' in t for t in texts], shots / len(records)
+
+
+def prose_prefix(demos):
+    return "".join(prose(d["messages"]) + " " for d in demos)
 
 
 def rankdata(x):
@@ -170,46 +224,84 @@ if __name__ == "__main__":
         rm.to(rt.device)
         results["reward_model"] = {"val_accuracy": rm_ckpt["val_accuracy"],
                                    "length_baseline_accuracy": rm_ckpt["length_baseline_accuracy"]}
-    policies, golds = {}, {}
-    for path in cfg.policies.split(","):
-        ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
-        name = row_name(ckpt, path, policies)
-        texts, finished = answer(ckpt, records, cfg, rt)
+    demos = first_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), cfg.few_shot) if cfg.few_shot else []
+    policies, golds = {}, {}  # name -> (checkpoint or None, path); name -> gold score per prompt
+
+    def add_row(name, ckpt, path, texts, finished, kl=None, **extra):
         tok = get_tokenizer(ckpt["tokenizer"])
-        golds[name] = [labeler.score(r, t) for r, t in zip(records, texts)]
         policies[name] = (ckpt, path)
-        if ckpt["stage"] == "sft" and sft_ckpt is None:
-            sft_ckpt = ckpt
+        golds[name] = [labeler.score(r, t) for r, t in zip(records, texts)]
         res = results["policies"][name] = {
             "checkpoint": path, "gold_score": sum(golds[name]) / len(records), "n_prompts": len(records),
-            "rm_score": None, "kl_to_sft": None, "win_rate_vs_sft": None, "win_ci95": None,
-            "mean_len": sum(len(tok.encode(t)) for t in texts) / len(texts),
-            "families": summary(golds[name]),
+            "win_rate_vs_sft": None, "win_ci95": None, "rm_score": None, "kl_to_sft": kl,
+            "mean_len": sum(len(t) for t in texts) / len(texts), **extra,
+            "families": {f: v for f, v in summary(golds[name]).items() if f != "all"},
             "examples": [{"prompt": r["messages"][-1]["content"], "answer": t} for r, t in list(zip(records, texts))[:8]]}
-        res["families"].pop("all")
         if rm is not None:
             proxy = rm_scores(rm, tok, records, texts, finished, rt)
             res["rm_score"] = sum(proxy) / len(proxy)
-    sft_name = next((n for n, (c, _) in policies.items() if c is sft_ckpt), None)
+
+    for path in cfg.policies.split(","):
+        ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
+        name = row_name(ckpt, path, policies)
+        add_row(name, ckpt, path, *answer(ckpt, records, cfg, rt))
+        if ckpt["stage"] == "sft" and sft_ckpt is None:
+            sft_ckpt, sft_path = ckpt, path
+        if ckpt["stage"] == "pretrain" and demos and name == "gpt":  # (8)
+            texts, finished, shots = answer_few_shot(ckpt, records, demos, cfg, rt)
+            add_row("gpt_prompted", ckpt, path, texts, finished, few_shot_mean=shots)
+    if rm is not None and sft_ckpt is not None and cfg.best_of > 0:  # (9)
+        tok = get_tokenizer(sft_ckpt["tokenizer"])
+        picks = best_of_n(model_from_checkpoint(sft_ckpt, dropout=0.0).to(rt.device).eval(), rm,
+                          [tok.render_prompt(r["messages"]) for r in records], cfg.best_of, tok.pad_id, tok.end_id,
+                          rt, cfg.max_new_tokens, 1.0, batch_size=cfg.batch_size,
+                          generator=torch.Generator(device=rt.device).manual_seed(cfg.seed))
+        n = cfg.best_of
+        add_row(f"best_of_{n}", sft_ckpt, sft_path, [tok.decode(p[0]) for p in picks], [p[1] for p in picks], kl=math.log(n) - (n - 1) / n)
+    sft_name = next((k for k, (c, _) in policies.items() if c is sft_ckpt), None)
     for name, (ckpt, path) in policies.items():
         res = results["policies"][name]
-        if sft_name is not None:
-            res["win_rate_vs_sft"], res["win_ci95"] = win_rate(golds[name], golds[sft_name])
-            if ckpt["stage"] != "pretrain":  # the pretrained model answers another prompt format: no KL to compare
-                g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-                res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g)
+        if sft_name is None:
+            continue
+        res["win_rate_vs_sft"], res["win_ci95"] = win_rate(golds[name], golds[sft_name])  # (5)
+        if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain":  # (6) the base model reads another format
+            g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+            res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g)
+
     ideal = summary([labeler.score(r, r["ideal"]) for r in records])
-    print(f"{'policy':<14}{'gold':>8}{'win vs sft (95% CI)':>24}{'rm':>8}{'kl':>8}{'len':>7}")
+    print(f"{'policy':<14}{'gold':>8}{'win vs sft [95% CI]':>25}{'rm':>8}{'kl':>8}{'len':>7}")
     for name, res in results["policies"].items():
         win = "-" if res["win_rate_vs_sft"] is None else \
             f"{res['win_rate_vs_sft']:.3f} [{res['win_ci95'][0]:.2f}, {res['win_ci95'][1]:.2f}]"
-        print(f"{name:<14}{res['gold_score']:>8.3f}{win:>24}{fmt(res['rm_score']):>8}{fmt(res['kl_to_sft'], '.2f'):>8}"
+        print(f"{name:<14}{res['gold_score']:>8.3f}{win:>25}{fmt(res['rm_score']):>8}{fmt(res['kl_to_sft'], '.2f'):>8}"
               f"{res['mean_len']:>7.1f}")
     print(f"{'ideal':<14}{ideal['all']:>8.3f}")
-    print("\ngold score per instruction family")
+    print(f"\ngold score per instruction family ({len(records)} prompts; win rates: ties count half)")
     print(f"{'policy':<14}" + "".join(f"{f:>12}" for f in families))
     for name, res in list(results["policies"].items()) + [("ideal", {"families": ideal})]:
         print(f"{name:<14}" + "".join(f"{res['families'][f]:>12.3f}" for f in families))
+    if "gpt_prompted" in results["policies"]:
+        print(f"gpt_prompted: {results['policies']['gpt_prompted']['few_shot_mean']:.2f} demonstrations per prompt "
+              f"on average fit in the context")
+
+    if cfg.snapshots and sft_ckpt is not None:  # (10)
+        sft_row = results["policies"][sft_name]
+        steps = [{"step": 0, "kl_to_sft": 0.0, "gold_score": sft_row["gold_score"], "rm_score": sft_row["rm_score"]}]
+        for f in sorted(glob.glob(os.path.join(cfg.snapshots, "iter_*.pt")), key=lambda f: int(f.split("_")[-1][:-3])):
+            snap = load_checkpoint(f, stages=("ppo",))
+            texts, finished = answer(snap, records, cfg, rt)
+            g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+            row = {"step": snap["step"], "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g),
+                   "gold_score": sum(labeler.score(r, t) for r, t in zip(records, texts)) / len(records)}
+            if rm is not None:
+                row["rm_score"] = sum(rm_scores(rm, get_tokenizer(snap["tokenizer"]), records, texts, finished,
+                                                rt)) / len(records)
+            steps.append(row)
+        results["overoptimisation"] = {"run": cfg.snapshots, "snapshots": steps}
+        print(f"\nreward over-optimisation along {cfg.snapshots} (Gao et al. 2022): greedy answers of each snapshot")
+        print(f"{'iteration':>10}{'kl to sft':>11}{'rm':>8}{'gold':>8}")
+        for row in steps:
+            print(f"{row['step']:>10}{row['kl_to_sft']:>11.2f}{fmt(row.get('rm_score')):>8}{row['gold_score']:>8.3f}")
     if rm is not None and sft_ckpt is not None:  # (4) fresh SFT samples: does the RM order them as the labeler does?
         k = cfg.rm_samples
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed)

@@ -99,7 +99,7 @@ class Config:
     grad_clip: float = 1.0             # clip the global gradient norm of policy + value; 0 disables (11)
     log_interval: int = 1              # iterations between log lines
     sample_interval: int = 10          # iterations between two printed sample answers
-    ckpt_interval: int = 20            # iterations between checkpoints
+    ckpt_interval: int = 10            # iterations between checkpoints (and policy snapshots iter_N.pt)
     seed: int = 1337
     device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
     dtype: str = "auto"                # auto (bfloat16 on CUDA, else float32), float32, bfloat16
@@ -281,10 +281,12 @@ if __name__ == "__main__":
 
     def checkpoint():
         if rt.master:
-            save_checkpoint(cfg.out_dir, {
-                "model": unwrap(policy_w).state_dict(), "model_args": asdict(policy.config), "tokenizer": tok.name,
-                "stage": "ppo", "parent": parent, "reward": os.path.abspath(cfg.reward), "config": asdict(cfg),
-                "step": it, "value": unwrap(value_w).state_dict(), "optimizer": optimizer.state_dict(), "beta": beta})
+            policy_only = {"model": unwrap(policy_w).state_dict(), "model_args": asdict(policy.config),
+                           "tokenizer": tok.name, "stage": "ppo", "parent": parent,
+                           "reward": os.path.abspath(cfg.reward), "config": asdict(cfg), "step": it, "beta": beta}
+            save_checkpoint(os.path.join(cfg.out_dir, f"iter_{it}.pt"), policy_only)  # for evaluate.py --snapshots
+            save_checkpoint(cfg.out_dir, {**policy_only, "value": unwrap(value_w).state_dict(),
+                                          "optimizer": optimizer.state_dict()})
 
     while it < cfg.max_iters:
         # ---- (2) rollout: this rank's prompts, left-padded, sampled at temperature T; a pure function of (seed, it)

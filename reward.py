@@ -8,7 +8,8 @@ to score an answer the way the labelers would.
     python reward.py                                              # out/sft -> out/reward (seconds on a CPU)
 
     from reward import load_reward_model                          # for ppo.py, dpo.py, sample.py, evaluate.py
-    rm = load_reward_model("out/reward"); scores = rm(idx, attention_mask)   # (B,)
+    rm, ckpt = load_reward_model("out/reward"); scores = rm(idx, attention_mask)   # (B,)
+    python sample.py --ckpt=out/sft --best_of=8 --reward=out/reward --chat         # best-of-n (6)
 
 Details implemented here:
  1. RM = the SFT model's trunk + a linear head to one scalar, read at the last real token of prompt + response
@@ -22,6 +23,8 @@ Details implemented here:
     (InstructGPT normalises its RM so that labeler demonstrations have mean score 0); the shift is recorded.
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
+ 6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched
+    generation, and the one the RM scores highest; used by sample.py --best_of and evaluate.py --best_of.
 """
 
 import json
@@ -34,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, clip_and_check, check_messages, cleanup, configure_optimizer, get_lr,
-                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
+from common import (LM_STAGES, Logger, clip_and_check, check_messages, cleanup, configure_optimizer,
+                    generate_batched, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
                     wrap)
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer
@@ -109,6 +112,24 @@ def score_sequences(rm, seqs, pad_id, rt, batch_size=64):
         with rt.autocast:
             out += rm(idx, mask).float().tolist()
     return out
+
+
+@torch.no_grad()
+def best_of_n(policy, rm, prompts, n, pad_id, end_id, rt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+              batch_size=64, generator=None):
+    """(6) For each prompt (a token list): n answers sampled together (the n copies of a prompt share a generation
+    batch), and the RM's favourite. Returns [(answer tokens, finished, score, [(tokens, finished, score)] * n)]."""
+    many = [p for p in prompts for _ in range(n)]
+    out = generate_batched(policy, many, rt, pad_id, end_id, max_new_tokens, temperature, top_k, top_p,
+                           max(batch_size, n), generator)
+    block = rm.gpt.config.block_size
+    scores = score_sequences(rm, [(p + ids + [end_id] * fin)[-block:] for p, (ids, fin) in zip(many, out)], pad_id,
+                             rt, batch_size)
+    picks = []
+    for i in range(len(prompts)):
+        cands = [(ids, fin, s) for (ids, fin), s in zip(out[i * n:(i + 1) * n], scores[i * n:(i + 1) * n])]
+        picks.append((*max(cands, key=lambda c: c[2]), cands))
+    return picks
 
 
 def kway_loss(scores, ranks):

@@ -7,6 +7,7 @@ Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete te
     python sample.py --ckpt=out/sft --chat --system="Answer briefly." < questions.txt   # one user turn per line
     python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
         --max_new_tokens=64 --out=out/samples.jsonl       # K answers to every prompt of a file (for labeling)
+    python sample.py --ckpt=out/sft --chat --best_of=8 --reward=out/reward   # best-of-8 reranked by the RM
 
 Details implemented here:
  1. Generation uses the KV cache of GPT.generate: text completion samples num_samples rows as one batch; a chat
@@ -20,6 +21,8 @@ Details implemented here:
  6. --prompts: num_samples answers to each record of a JSONL prompts file, all through common.generate_batched at
     the given temperature, written as the record plus "responses" (text) and "finished" (ended with <|end|>, not
     cut by the length limit). This is how InstructGPT's comparisons start: the model answers, labelers rank.
+ 7. --best_of=N --reward=RM (chat and --prompts): each answer is the RM's favourite of N sampled together
+    (reward.best_of_n, WebGPT); --prompts then also writes "rm_scores". N = 1 is plain sampling, draw for draw.
 """
 
 import json
@@ -31,6 +34,7 @@ import torch
 
 from common import (LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, parse_config,
                     read_jsonl, setup)
+from reward import best_of_n, load_reward_model
 from tokenizer import get_tokenizer
 
 
@@ -46,6 +50,8 @@ class Config:
     top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
     prompts: str = ""              # a JSONL file of {"messages": [... user]} records to answer num_samples times
+    best_of: int = 1               # chat and --prompts: sample this many, keep the one --reward scores highest (7)
+    reward: str = ""               # the reward checkpoint that picks with --best_of
     out: str = "samples.jsonl"     # --prompts: where the answers go
     batch_size: int = 64           # --prompts: rows per generation batch
     seed: int = 1337
@@ -104,19 +110,36 @@ if __name__ == "__main__":
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
     # (3) the prompt keeps room for max_new_tokens, or for half the context when more are asked (the window slides)
     limit = model.config.block_size - min(cfg.max_new_tokens, model.config.block_size // 2)
+    rm = None
+    if cfg.best_of > 1 or cfg.reward:  # (7)
+        if not cfg.reward:
+            raise SystemExit("--best_of needs --reward=<a reward checkpoint> to pick with (train one with reward.py)")
+        rm, rm_ckpt = load_reward_model(cfg.reward)
+        if rm_ckpt["tokenizer"] != tok.name:
+            raise SystemExit(f"{cfg.reward} uses the {rm_ckpt['tokenizer']!r} tokenizer, {cfg.ckpt} {tok.name!r}")
+        rm.to(rt.device)
+
+    def answer(prompts, max_new_tokens, g):
+        """[(tokens, finished, RM score or None)], one per prompt: sampled, or the best of --best_of (7)."""
+        if rm is None:
+            return [(ids, fin, None) for ids, fin in generate_batched(
+                model, prompts, rt, tok.pad_id, tok.end_id, max_new_tokens, cfg.temperature, cfg.top_k or None,
+                cfg.top_p, cfg.batch_size, g)]
+        return [pick[:3] for pick in best_of_n(model, rm, prompts, cfg.best_of, tok.pad_id, tok.end_id, rt,
+                                               max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p,
+                                               cfg.batch_size, g)]
 
     if cfg.prompts:  # (6)
         records = read_jsonl(cfg.prompts, lambda r: check_messages(r, "user"))
         prompts = [tok.render_prompt(r["messages"]) for r in records for _ in range(cfg.num_samples)]
-        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-        out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, cfg.temperature,
-                               cfg.top_k or None, cfg.top_p, cfg.batch_size, g)
+        out = answer(prompts, cfg.max_new_tokens, torch.Generator(device=rt.device).manual_seed(cfg.seed))
         os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
         with open(cfg.out + ".tmp", "w") as f:
             for i, r in enumerate(records):
                 answers = out[i * cfg.num_samples:(i + 1) * cfg.num_samples]
-                f.write(json.dumps({**r, "responses": [tok.decode(ids) for ids, _ in answers],
-                                    "finished": [fin for _, fin in answers]}) + "\n")
+                f.write(json.dumps({**r, "responses": [tok.decode(ids) for ids, _, _ in answers],
+                                    "finished": [fin for _, fin, _ in answers],
+                                    **({"rm_scores": [s for _, _, s in answers]} if rm else {})}) + "\n")
         os.replace(cfg.out + ".tmp", cfg.out)
         print(f"{len(records)} prompts x {cfg.num_samples} answers -> {cfg.out}")
         sys.exit(0)
@@ -155,8 +178,7 @@ if __name__ == "__main__":
         messages.append({"role": "user", "content": line})
         ids, messages = fit_chat(tok, messages, limit)
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed + len(messages))
-        (reply, _), = generate_batched(model, [ids], rt, tok.pad_id, tok.end_id, model.config.block_size - limit,
-                                       cfg.temperature, cfg.top_k or None, cfg.top_p, generator=g)
+        (reply, _, _), = answer([ids], model.config.block_size - limit, g)
         answer = tok.decode(reply)
         print(f"assistant> {answer}", flush=True)
         messages.append({"role": "assistant", "content": answer})

@@ -145,3 +145,37 @@ def test_a_language_model_is_not_a_reward_model(tmp_path):
     torch.save({"stage": "sft", "model": {}, "tokenizer": "bytes"}, tmp_path / "ckpt.pt")
     with pytest.raises(SystemExit, match="is a 'sft' checkpoint, but a reward checkpoint is needed"):
         load_reward_model(tmp_path)
+
+
+def test_best_of_n_returns_the_rm_favourite_and_n_1_is_plain_sampling(world, tmp_path):
+    import sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_ppo import tiny_checkpoints
+    from reward import best_of_n, score_sequences
+    from common import model_from_checkpoint
+    sft, rm_path = tiny_checkpoints(tmp_path, dropout=0.0)
+    rm, _ = load_reward_model(rm_path)
+    policy = model_from_checkpoint(torch.load(sft / "ckpt.pt", weights_only=False), dropout=0.0).eval()
+    tok, rt = get_tokenizer("bytes"), setup("cpu")
+    prompts = [tok.render_prompt(r["messages"]) for r in read(world / "prompts_eval.jsonl")[:3]]
+    picks = best_of_n(policy, rm, prompts, 5, tok.pad_id, tok.end_id, rt, 6,
+                      generator=torch.Generator().manual_seed(0))
+    for p, (ids, fin, score, cands) in zip(prompts, picks):
+        assert len(cands) == 5 and len({tuple(c[0]) for c in cands}) > 1  # five different samples
+        rescored = score_sequences(rm, [p + c[0] + [tok.end_id] * c[1] for c in cands], tok.pad_id, rt)
+        assert score == max(c[2] for c in cands) == pytest.approx(max(rescored), abs=1e-5)
+        assert (ids, fin) == max(cands, key=lambda c: c[2])[:2]
+    # through sample.py: --best_of=1 gives the same answers as plain sampling with the same seed
+    prompts_file = tmp_path / "p.jsonl"
+    prompts_file.write_text("".join(json.dumps(r) + "\n" for r in read(world / "prompts_eval.jsonl")[:4]))
+    common = ["sample.py", f"--ckpt={sft}", f"--prompts={prompts_file}", "--num_samples=2", "--temperature=1",
+              "--max_new_tokens=8", "--seed=3"]
+    run(*common, f"--out={tmp_path / 'plain.jsonl'}")
+    run(*common, "--best_of=1", f"--reward={rm_path}", f"--out={tmp_path / 'bo1.jsonl'}")
+    run(*common, "--best_of=4", f"--reward={rm_path}", f"--out={tmp_path / 'bo4.jsonl'}")
+    plain, bo1, bo4 = (read(tmp_path / f) for f in ("plain.jsonl", "bo1.jsonl", "bo4.jsonl"))
+    assert [r["responses"] for r in plain] == [r["responses"] for r in bo1]
+    mean = lambda recs: sum(s for r in recs for s in r["rm_scores"]) / sum(len(r["rm_scores"]) for r in recs)
+    assert mean(bo4) > mean(bo1)  # the favourite of 4 scores higher than a single draw, on average
+    proc = run("sample.py", f"--ckpt={sft}", "--best_of=3", check=False)
+    assert proc.returncode != 0 and "--reward" in proc.stderr
