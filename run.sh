@@ -1,36 +1,61 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes.
-# Stages so far: prepare -> pretrain -> sft -> label -> reward -> evaluate. PPO, DPO and best-of-n join here as they
-# land (see the README's status table).
+# The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
+#   prepare -> pretrain -> sft -> label -> reward -> ppo -> dpo -> evaluate
+#
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~15 minutes, 2 CPU cores)
+#   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ or $OUT (a test runs this)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
+OUT_DIR=${OUT:-} OUT=out DATA=data/assistant
+PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() EVAL=(--max_new_tokens=64)
+if [[ "${1:-}" == "--tiny" ]]; then  # the same commands, each cut to seconds; nothing outside out/tiny is touched
+    OUT=${OUT_DIR:-out/tiny}
+    DATA=$OUT/data
+    PRETRAIN=(--n_layer=2 --n_head=2 --n_embd=32 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2)
+    SFT=(--epochs=1 --batch_size=256 --eval_interval=10)
+    LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=32)
+    PPO=(--max_iters=2 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=64)
+    EVAL=(--max_new_tokens=8 --best_of=2 --rm_samples=2)
+fi
 
 stage() { echo; echo "== $1"; SECONDS=0; }
 took() { echo "-- $1 took ${SECONDS}s"; }
 
 stage "prepare: the assistant world (corpus, demonstrations, prompts)"
-$PY data/assistant/prepare.py
+$PY data/assistant/prepare.py --out_dir=$DATA
 took prepare
 
-stage "pretrain: a 0.85M-parameter GPT on the world's prose (out/pretrain)"
-$PY pretrain.py --config=config/pretrain_assistant.json | grep --line-buffered -E "val_loss|^model"
+stage "pretrain: a 0.85M-parameter GPT on the world's prose ($OUT/pretrain)"
+$PY pretrain.py --config=config/pretrain_assistant.json --data_dir=$DATA --out_dir=$OUT/pretrain "${PRETRAIN[@]}" \
+    | grep --line-buffered -E "val_loss|^model"
 took pretrain
 
-stage "sft: fine-tune on the demonstrations (out/sft)"
-$PY sft.py | grep --line-buffered -E "val_loss|^data"
+stage "sft: fine-tune on the demonstrations ($OUT/sft)"
+$PY sft.py --data_dir=$DATA --init_from=$OUT/pretrain --out_dir=$OUT/sft "${SFT[@]}" | grep --line-buffered -E "val_loss|^data"
 took sft
 
-stage "label: 4 answers per prompt from the SFT model, ranked by the labeler (data/assistant/prefs_*.jsonl)"
-$PY sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
-    --max_new_tokens=64 --out=out/samples.jsonl
-$PY data/assistant/label.py --samples=out/samples.jsonl
+stage "label: 4 answers per prompt from the SFT model, ranked by the labeler ($DATA/prefs_*.jsonl)"
+$PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --num_samples=4 --temperature=1 \
+    --out=$OUT/samples.jsonl "${LABEL[@]}"
+$PY data/assistant/label.py --samples=$OUT/samples.jsonl --out_dir=$DATA
 took label
 
-stage "reward: the reward model on the comparisons (out/reward)"
-$PY reward.py | grep --line-buffered -E "^data|^reward model"
+stage "reward: the reward model on the comparisons ($OUT/reward)"
+$PY reward.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/reward "${REWARD[@]}" \
+    | grep --line-buffered -E "^data|^reward model"
 took reward
 
-stage "evaluate: the labeler's gold score on held-out prompts (out/eval/results.json)"
-$PY evaluate.py --policies=out/pretrain,out/sft --reward=out/reward
+stage "ppo: the SFT policy against the reward model, KL-penalised ($OUT/ppo)"
+$PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo "${PPO[@]}" \
+    | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+took ppo
+
+stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
+$PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo "${DPO[@]}" | grep --line-buffered -E "^data|^dpo"
+took dpo
+
+stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"
+$PY evaluate.py --policies=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/dpo --reward=$OUT/reward --data_dir=$DATA \
+    --snapshots=$OUT/ppo --out_dir=$OUT/eval "${EVAL[@]}"
 took evaluate

@@ -1,0 +1,76 @@
+"""torchrun: two processes (gloo on the CPU) reach the weights one process reaches with the same global batch, and
+PPO runs end to end on two ranks. Also: a compiled model's checkpoint loads into a plain one."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT, TINY_MODEL, read, run
+from test_ppo import tiny_checkpoints
+
+
+def torchrun(*args):
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def weights(path):
+    return torch.load(os.path.join(path, "ckpt.pt"), weights_only=False)["model"]
+
+
+def assert_same(a, b):
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), (k, (a[k] - b[k]).abs().max())
+
+
+def test_pretrain_two_ranks_equal_one_process_with_the_same_global_batch(pycode, tmp_path):
+    common = ["pretrain.py", f"--data_dir={pycode}", *TINY_MODEL, "--max_iters=4", "--eval_interval=4",
+              "--eval_iters=1", "--warmup_iters=1", "--batch_size=4"]
+    torchrun(*common, f"--out_dir={tmp_path / 'ddp'}")
+    run(*common, "--grad_accum=2", f"--out_dir={tmp_path / 'one'}")
+    assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+
+
+def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tmp_path):
+    pt = tmp_path / "pt"
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--max_iters=1", "--eval_iters=1",
+        "--eval_interval=1", f"--out_dir={pt}")
+    # dropout 0: two ranks draw their dropout masks from other streams than one process does
+    common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--dropout=0",
+              "--eval_interval=1000", "--learning_rate=3e-3"]
+    sft_data = tmp_path / "small"  # the first 64 demonstrations: 4 steps of 16
+    sft_data.mkdir()
+    for name in ("sft_train.jsonl", "sft_val.jsonl"):
+        (sft_data / name).write_text("".join(open(world / name).readlines()[:64]))
+    (sft_data / "meta.json").write_text(open(world / "meta.json").read())
+    common[1] = f"--data_dir={sft_data}"
+    torchrun(*common, f"--out_dir={tmp_path / 'ddp'}")
+    run(*common, "--grad_accum=2", f"--out_dir={tmp_path / 'one'}")
+    assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+
+
+def test_ppo_runs_on_two_ranks(world, tmp_path):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
+    out = tmp_path / "ppo"
+    torchrun("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
+             "--max_iters=2", "--batch_size=4", "--minibatch_size=4", "--max_new_tokens=6")
+    log = read(out / "log.jsonl")
+    assert [l["step"] for l in log] == [1, 2] and log[0]["kl"] == 0.0 and abs(log[0]["ratio_first"] - 1) < 1e-5
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "ppo" and ckpt["step"] == 2
+
+
+def test_a_compiled_models_checkpoint_has_plain_keys(world, tmp_path):
+    from common import setup, unwrap, wrap
+    from model import GPT, GPTConfig
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
+    compiled = wrap(model, setup("cpu"), compile=True)
+    assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())  # what a naive save would store
+    sd = unwrap(compiled).state_dict()
+    fresh = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
+    fresh.load_state_dict(sd)  # strict: no key renaming needed
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in sd.items())
