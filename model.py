@@ -19,8 +19,11 @@ Details implemented here (numbers are referenced in the code):
     position ids count from each row's first real token, and no query ever attends to a pad key. A pad query is
     allowed to attend to itself only, so its softmax is finite (its output is never used).
  5. Generation with a KV cache preallocated for prompt + new tokens; the prompts are prefilled in one pass and each
-    step feeds one token per row. Rows that emit `eos_id` are finished: they get `pad_id` from then on while the
-    other rows go on, and generation stops early when every row is done. temperature=0 is greedy.
+    step feeds one token per row. A step has fixed shapes (it attends over the whole cache, masked to the columns
+    written so far), so on a GPU it is recorded once as a CUDA graph and replayed: at small batches launching a
+    step's kernels one by one from Python costs more than running them. Rows that emit `eos_id` are finished: they
+    get `pad_id` from then on while the other rows go on, and generation stops early when every row is done.
+    temperature=0 is greedy.
  6. Log-probs of the sampled tokens under the distribution actually sampled from (logits / T, after any top-k /
     top-p filtering) are returned too: PPO needs them (and uses T > 0 with no top-k / top-p).
  7. The loss is the mean cross-entropy over targets that are not -1, and 0 (not NaN) when none are.
@@ -88,7 +91,12 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if cache is not None:  # (5) write this chunk's keys/values at [start, start+T) and attend to all so far
+        if cache is not None and torch.is_tensor(start):  # (5) a decode step: write column `start` (a (1,) tensor,
+            k_cache, v_cache = cache                      # so the step's kernels never change), attend to the whole
+            k_cache.index_copy_(2, start, k.to(k_cache.dtype))  # cache; the mask hides the columns not written yet
+            v_cache.index_copy_(2, start, v.to(v_cache.dtype))
+            k, v = k_cache, v_cache  # (B, nh, S_max, hs)
+        elif cache is not None:  # (5) write this chunk's keys/values at [start, start+T) and attend to all so far
             k_cache, v_cache = cache
             k_cache[:, :, start:start + T] = k
             v_cache[:, :, start:start + T] = v
@@ -214,24 +222,33 @@ class GPT(nn.Module):
         pad_id = eos_id if pad_id is None else pad_id
         if attention_mask is None:
             attention_mask = torch.ones_like(idx)
-        c = self.config
+        c, device, S = self.config, idx.device, T + max_new_tokens
         dtype = self.transformer.wte.weight.dtype
-        if torch.is_autocast_enabled(idx.device.type):  # the cache holds what attention computes in (bf16 on GPUs)
-            dtype = torch.get_autocast_dtype(idx.device.type)
-        # (5) preallocated cache: per layer (k, v), each (B, nh, T + max_new_tokens, hs)
-        cache = [(torch.empty(B, c.n_head, T + max_new_tokens, c.n_embd // c.n_head, device=idx.device, dtype=dtype),
-                  torch.empty(B, c.n_head, T + max_new_tokens, c.n_embd // c.n_head, device=idx.device, dtype=dtype))
+        if torch.is_autocast_enabled(device.type):  # the cache holds what attention computes in (bf16 on GPUs)
+            dtype = torch.get_autocast_dtype(device.type)
+        # (5) preallocated cache: per layer (k, v), each (B, nh, S, hs). Zeros, not empty: a decode step attends over
+        # all of it, and the masked columns must not hold NaN garbage (0 * NaN is NaN).
+        cache = [(torch.zeros(B, c.n_head, S, c.n_embd // c.n_head, device=device, dtype=dtype),
+                  torch.zeros(B, c.n_head, S, c.n_embd // c.n_head, device=device, dtype=dtype))
                  for _ in range(c.n_layer)]
-        mask = torch.zeros(B, T + max_new_tokens, dtype=torch.long, device=idx.device)
-        mask[:, :T] = attention_mask
-        tokens = torch.empty(B, T + max_new_tokens, dtype=idx.dtype, device=idx.device)
+        tokens = torch.empty(B, S, dtype=idx.dtype, device=device)
         tokens[:, :T] = idx
-        logprobs = torch.zeros(B, max_new_tokens, device=idx.device)
-        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
-        h = self.hidden_states(idx, mask[:, :T], cache, 0)[:, -1]  # (5) prefill every prompt in one pass; (B, C)
+        logprobs = torch.zeros(B, max_new_tokens, device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        h = self.hidden_states(idx, attention_mask, cache, 0)[:, -1]  # (5) prefill every prompt in one pass; (B, C)
+        logits = self.lm_head(h).float()  # (B, V)
+        # (5) the decode state, updated in place: every step runs the same kernels on the same tensors
+        tok = torch.zeros(B, 1, dtype=idx.dtype, device=device)              # the token fed, (B, 1)
+        pos = attention_mask.long().sum(1, keepdim=True) - 1                 # (4) its position - 1: real tokens so far
+        slot = torch.zeros(1, dtype=torch.long, device=device)               # its cache column
+        key_mask = torch.zeros(B, 1, 1, S, dtype=torch.bool, device=device)  # real keys written so far
+        key_mask[:, 0, 0, :T] = attention_mask.bool()
+
+        def step():  # logits (B, V) of the next token
+            return self.lm_head(self._decode(tok, pos, key_mask, cache, slot)).float()
+        replay = None
         n = 0
         for n in range(1, max_new_tokens + 1):
-            logits = self.lm_head(h).float()  # (B, V)
             if temperature == 0:
                 nxt = logits.argmax(-1)
                 lp = torch.log_softmax(logits, -1)
@@ -250,9 +267,25 @@ class GPT(nn.Module):
                     break
             if n == max_new_tokens:
                 break
-            mask[:, T + n - 1] = 1
-            h = self.hidden_states(nxt.unsqueeze(1), mask[:, :T + n], cache, T + n - 1)[:, -1]
+            tok.copy_(nxt.unsqueeze(1))
+            pos += 1
+            slot.fill_(T + n - 1)
+            key_mask[:, 0, 0, T + n - 1] = True
+            if device.type != "cuda":
+                logits = step()
+            elif replay is None:  # (5) on a GPU the first step is recorded as a CUDA graph, the others replay it
+                logits, replay = _cuda_graph(step, device)
+            else:
+                logits = replay()
         return tokens[:, :T + n], logprobs[:, :n]
+
+    def _decode(self, tok, pos, key_mask, cache, slot):
+        """(5) One generation step: tok (B, 1) at positions pos (B, 1), its keys / values written to cache column
+        slot (1,), attending over the whole cache where key_mask (B, 1, 1, S) is set. Fixed shapes -> (B, C)."""
+        x = self.transformer.wte(tok) + self.transformer.wpe(pos)
+        for block, layer_cache in zip(self.transformer.h, cache):
+            x = block(x, key_mask, layer_cache, slot)
+        return self.transformer.ln_f(x)[:, -1]
 
     @classmethod
     def from_pretrained(cls, name_or_dir, vocab_size=50304, cache_dir=None):
@@ -285,6 +318,27 @@ class GPT(nn.Module):
             assert src.shape == ours[k].shape, f"{k}: {tuple(src.shape)} in the file, {tuple(ours[k].shape)} here"
             ours[k].copy_(src)
         return model
+
+
+def _cuda_graph(fn, device):
+    """(5) Run fn() once eagerly on a side stream (its warm-up; its output is returned), then record it as a CUDA
+    graph: at batch 1 a 124M model's step is ~200 small kernels, and launching them from Python costs more than running
+    them. Returns (output, replay), replay() running fn again on the current contents of its input tensors and
+    returning its output tensor (overwritten by the next replay). The graph lives only as long as replay."""
+    with torch.cuda.device(device):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            out = fn()  # also fills autocast's cache of bf16 weights, so the graph only reads it
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = fn()
+
+    def replay():
+        graph.replay()
+        return static_out
+    return out, replay
 
 
 def filter_logits(logits, top_k=None, top_p=None):
