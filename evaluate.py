@@ -55,7 +55,7 @@ class Config:
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
     reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
-    rm_samples: int = 4                       # with --reward: SFT samples per prompt on which RM and gold are compared
+    rm_samples: int = 4                       # with --reward: SFT samples per prompt on which RM and gold are compared (0: skip)
     best_of: int = 8                          # with --reward: a best_of_N row (9); 0 = none
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
     snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
@@ -302,7 +302,7 @@ if __name__ == "__main__":
         print(f"{'iteration':>10}{'kl to sft':>11}{'rm':>8}{'gold':>8}")
         for row in steps:
             print(f"{row['step']:>10}{row['kl_to_sft']:>11.2f}{fmt(row.get('rm_score')):>8}{row['gold_score']:>8.3f}")
-    if rm is not None and sft_ckpt is not None:  # (4) fresh SFT samples: does the RM order them as the labeler does?
+    if rm is not None and sft_ckpt is not None and cfg.rm_samples > 1:  # (4) does the RM order SFT samples as gold?
         k = cfg.rm_samples
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
         many = [r for r in records for _ in range(k)]

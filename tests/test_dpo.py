@@ -72,7 +72,8 @@ def test_dpo_through_the_command_line_learns_the_preferences(world, tmp_path):
     proc = run("dpo.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={out}", "--learning_rate=3e-3",
                "--batch_size=32", "--epochs=1", "--log_interval=5", "--warmup_iters=2")
     log = read(out / "log.jsonl")
-    assert log[0]["val_accuracy"] == 0.5 and log[0]["val_margin"] == 0.0  # policy = reference at step 0
+    # policy = reference at step 0: every margin 0 up to float noise between differently padded batches
+    assert abs(log[0]["val_accuracy"] - 0.5) < 0.05 and abs(log[0]["val_margin"]) < 1e-4
     assert log[-1]["val_accuracy"] > 0.8, log[-1]  # the implicit reward now ranks held-out pairs
     assert all(k in log[1] for k in ("loss", "margin", "accuracy", "chosen_reward", "rejected_reward"))
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)

@@ -133,7 +133,7 @@ def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(
     out = tmp_path / "ppo"
     proc = run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
                "--max_iters=3", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--sample_interval=2",
-               "--ptx_coef=0.5", "--target_kl=0.01", "--kl_horizon=100")
+               "--ptx_coef=0.5", "--beta=0.02", "--target_kl=0.01", "--kl_horizon=100")
     log = read(out / "log.jsonl")
     assert [l["step"] for l in log] == [1, 2, 3]
     for line in log:
@@ -156,7 +156,7 @@ def test_ppo_resume_continues_the_same_run(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     common = [f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", "--batch_size=4", "--minibatch_size=2",
               "--max_new_tokens=6", "--ppo_epochs=1", "--labeler=", "--ckpt_interval=2",
-              "--min_lr=3e-4"]  # a constant learning rate: the schedule does not depend on max_iters
+              "--learning_rate=3e-4", "--min_lr=3e-4"]  # a constant learning rate: the schedule does not depend on max_iters
     run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'full'}")
     run("ppo.py", *common, "--max_iters=2", f"--out_dir={tmp_path / 'cut'}")
     proc = run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'cut'}", "--resume")
