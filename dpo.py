@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, cleanup, clip_and_check, configure_optimizer, get_lr, load_checkpoint,
-                    model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint, set_rng_state, setup,
-                    unwrap, wrap)
+from common import (LM_STAGES, Logger, answer_logps, cleanup, clip_and_check, configure_optimizer, get_lr,
+                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
+                    set_rng_state, setup, unwrap, wrap)
 from reward import check_comparison, encode_answer, pad_right
 from tokenizer import get_tokenizer
 
@@ -90,14 +90,8 @@ def load_pairs(path, tok, block_size):
 def sequence_logps(model, seqs, lens, pad_id, rt):
     """(3) Sum of log p(token | before) over the last lens[i] tokens of each sequence: (B,)."""
     idx, mask = pad_right(seqs, pad_id, rt.device)                          # (B, T)
-    with rt.autocast:
-        logits, _ = model(idx, attention_mask=mask)                          # (B, T, V)
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, idx[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    ends = torch.tensor([len(s) for s in seqs], device=rt.device)           # one past each row's last token
-    starts = ends - torch.tensor(lens, device=rt.device)                    # first answer token
-    pos = torch.arange(1, idx.size(1), device=rt.device)                    # position of the predicted token
-    answer = (pos >= starts[:, None]) & (pos < ends[:, None])               # (B, T-1)
-    return (logp * answer).sum(1)
+    starts = torch.tensor([len(s) - n for s, n in zip(seqs, lens)], device=rt.device)  # first answer token
+    return answer_logps(model, idx, mask, starts, rt)
 
 
 @torch.no_grad()

@@ -43,8 +43,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 import common
-from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
-    parse_config, read_jsonl, setup
+from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, \
+    model_from_checkpoint, parse_config, read_jsonl, setup
 from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
 from tokenizer import get_tokenizer
 
@@ -167,13 +167,7 @@ def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator):
                 zip(prompts[i:i + cfg.batch_size], out[i:i + cfg.batch_size])]
         idx, mask = pad_right(seqs, tok.pad_id, rt.device)                                   # (B, T)
         start = torch.tensor([len(p) for p in prompts[i:i + cfg.batch_size]], device=rt.device)
-        answer_tok = (torch.arange(1, idx.size(1), device=rt.device) >= start[:, None]) & mask[:, 1:].bool()
-        logp = []
-        for model in (policy, sft):
-            with rt.autocast:
-                logits, _ = model(idx, attention_mask=mask)
-            logp.append(torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, idx[:, 1:, None]).squeeze(-1))
-        total += ((logp[0] - logp[1]) * answer_tok).sum().item()                             # (B, T - 1) summed
+        total += (answer_logps(policy, idx, mask, start, rt) - answer_logps(sft, idx, mask, start, rt)).sum().item()
     return total / len(prompts)
 
 
