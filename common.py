@@ -19,6 +19,7 @@ import torch.distributed as dist
 from model import GPT, GPTConfig
 
 LM_STAGES = ("pretrain", "sft", "ppo", "dpo")  # checkpoints whose model is a language model
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's weights, downloaded by GPT.from_pretrained
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -239,9 +240,45 @@ def save_checkpoint(path, ckpt):
     os.replace(tmp, path)
 
 
+def is_hf_gpt2(path):
+    """A GPT-2 name or a directory in the Hugging Face GPT-2 layout (config.json + model.safetensors)?"""
+    return str(path) in GPT2_NAMES or os.path.exists(os.path.join(str(path), "model.safetensors"))
+
+
+def hf_checkpoint(path):
+    """A Hugging Face GPT-2 (a name, downloaded once, or a directory: export.py writes one) as a "pretrain"
+    checkpoint, so every stage can start from it: --init_from=gpt2. Tokenizer gpt2 unless config.json names one."""
+    model = GPT.from_pretrained(str(path))
+    tokenizer = "gpt2"
+    if os.path.isdir(str(path)):
+        with open(os.path.join(str(path), "config.json")) as f:
+            tokenizer = json.load(f).get("tokenizer", "gpt2")
+    return {"model": model.state_dict(), "model_args": dataclasses.asdict(model.config), "tokenizer": tokenizer,
+            "stage": "pretrain", "parent": None, "step": 0}
+
+
+def source_of(path):
+    """How a checkpoint names the one it started from: an absolute path, or a GPT-2 name as given."""
+    return str(path) if str(path) in GPT2_NAMES else os.path.abspath(path)
+
+
 def load_checkpoint(path, stages=None, tokenizer=None, hint=""):
-    """Load a checkpoint (on the CPU) and check it fits: stage in `stages`, tokenizer equal to `tokenizer`."""
-    path = ckpt_path(path)
+    """Load a checkpoint (on the CPU) and check it fits: stage in `stages`, tokenizer equal to `tokenizer`.
+    A GPT-2 name or a Hugging Face GPT-2 directory loads as a "pretrain" checkpoint (hf_checkpoint)."""
+    if is_hf_gpt2(path):
+        ckpt, path = hf_checkpoint(path), str(path)
+    else:
+        ckpt, path = _read_checkpoint(ckpt_path(path), hint), ckpt_path(path)
+    if stages is not None and ckpt["stage"] not in stages:
+        raise SystemExit(f"{path} is a {ckpt['stage']!r} checkpoint, but a {' or '.join(stages)} checkpoint is "
+                         f"needed here" + (f"; {hint}" if hint else ""))
+    if tokenizer is not None and ckpt["tokenizer"] != tokenizer:
+        raise SystemExit(f"{path} uses the {ckpt['tokenizer']!r} tokenizer but the data uses {tokenizer!r}; "
+                         f"train the checkpoint on data with the same tokenizer")
+    return ckpt
+
+
+def _read_checkpoint(path, hint):
     if not os.path.exists(path):
         raise SystemExit(f"no checkpoint at {path}" + (f"; {hint}" if hint else ""))
     try:
@@ -250,12 +287,6 @@ def load_checkpoint(path, stages=None, tokenizer=None, hint=""):
         raise SystemExit(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})")
     if not isinstance(ckpt, dict) or "stage" not in ckpt or "model" not in ckpt:
         raise SystemExit(f"{path} is not a checkpoint of this project (no stage / model in it)")
-    if stages is not None and ckpt["stage"] not in stages:
-        raise SystemExit(f"{path} is a {ckpt['stage']!r} checkpoint, but a {' or '.join(stages)} checkpoint is "
-                         f"needed here" + (f"; {hint}" if hint else ""))
-    if tokenizer is not None and ckpt["tokenizer"] != tokenizer:
-        raise SystemExit(f"{path} uses the {ckpt['tokenizer']!r} tokenizer but the data uses {tokenizer!r}; "
-                         f"train the checkpoint on data with the same tokenizer")
     return ckpt
 
 

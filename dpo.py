@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from common import (LM_STAGES, Logger, answer_logps, cleanup, clip_and_check, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
-                    set_rng_state, setup, unwrap, wrap)
+                    set_rng_state, setup, source_of, unwrap, wrap)
 from reward import check_comparison, encode_answer, pad_right
 from tokenizer import get_tokenizer
 
@@ -156,7 +156,7 @@ if __name__ == "__main__":
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"], rt)
         step = ckpt["step"]
-    parent = ckpt["parent"] if cfg.resume else os.path.abspath(cfg.init_from)
+    parent = ckpt["parent"] if cfg.resume else source_of(cfg.init_from)
     model = wrap(policy, rt, cfg.compile)
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")

@@ -287,37 +287,67 @@ class GPT(nn.Module):
             x = block(x, key_mask, layer_cache, slot)
         return self.transformer.ln_f(x)[:, -1]
 
+    # HF's GPT-2 stores these four matrices as Conv1D, (in, out); nn.Linear holds (out, in) (2)
+    _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
     @classmethod
-    def from_pretrained(cls, name_or_dir, vocab_size=50304, cache_dir=None):
+    def from_pretrained(cls, name_or_dir, vocab_size=None, cache_dir=None):
         """GPT-2 weights from a local Hugging Face GPT-2 directory (config.json + model.safetensors) or a name
         (gpt2, gpt2-medium, gpt2-large, gpt2-xl) downloaded once into cache_dir (default ~/.cache/instructgpt).
 
-        The vocabulary is padded from 50257 to vocab_size; the spare rows start as the mean input embedding, so the
-        chat tokens begin as an "average word" rather than noise (they are trained by SFT).
+        The vocabulary is padded to vocab_size (default: the file's, rounded up to a multiple of 64, so GPT-2's
+        50257 becomes 50304 and a directory written by save_pretrained comes back unchanged). The spare rows start
+        as the mean input embedding: the chat tokens begin as an "average word" rather than noise, so the first
+        SFT steps see sane logits for them (they are trained by SFT).
         """
         path = name_or_dir
         if not os.path.isdir(path):
             path = _download_gpt2(name_or_dir, cache_dir)
         with open(os.path.join(path, "config.json")) as f:
             hf = json.load(f)
-        config = GPTConfig(block_size=hf["n_positions"], vocab_size=max(vocab_size, hf["vocab_size"]),
-                           n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True)
+        vocab = max(vocab_size or 0, -(-hf["vocab_size"] // 64) * 64)
+        config = GPTConfig(block_size=hf["n_positions"], vocab_size=vocab, n_layer=hf["n_layer"],
+                           n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True)
         sd = read_safetensors(os.path.join(path, "model.safetensors"))
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
         model = cls(config)
         ours = model.state_dict()
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         for k in ours:
             if k == "lm_head.weight":
                 continue  # (1) tied to wte
             src = sd[k.removeprefix("transformer.")].float()
-            if k.endswith(transposed):
-                src = src.t()  # (2) HF's Conv1D stores (in, out); nn.Linear wants (out, in)
+            if k.endswith(cls._CONV1D):
+                src = src.t()
             if k == "transformer.wte.weight":
                 src = torch.cat([src, src.mean(0, keepdim=True).expand(config.vocab_size - src.size(0), -1)])
             assert src.shape == ours[k].shape, f"{k}: {tuple(src.shape)} in the file, {tuple(ours[k].shape)} here"
             ours[k].copy_(src)
         return model
+
+    def save_pretrained(self, path, **extra_config):
+        """Write the Hugging Face GPT-2 layout that from_pretrained reads and transformers' GPT2LMHeadModel loads:
+        config.json (extra_config added to it) and model.safetensors in float32, the tied output matrix stored
+        once as wte, Conv1D matrices transposed, zeros for the biases of a bias=False model. Each file is
+        written to a temporary name and renamed, so an interrupted export never leaves a file that looks whole."""
+        c = self.config
+        tensors = {}
+        for k, v in self.state_dict().items():
+            if k == "lm_head.weight":
+                continue  # (1) HF ties it to wte
+            tensors[k] = (v.t() if k.endswith(self._CONV1D) else v).float().cpu()
+        for name, m in self.named_modules():  # HF's GPT-2 always has biases: a bias=False model gets zeros
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is None and name != "lm_head":
+                tensors[name + ".bias"] = torch.zeros(m.weight.shape[0])
+        config = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": c.vocab_size,
+                  "n_positions": c.block_size, "n_ctx": c.block_size, "n_embd": c.n_embd, "n_layer": c.n_layer,
+                  "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new",  # (1)
+                  "layer_norm_epsilon": 1e-5, "resid_pdrop": c.dropout, "embd_pdrop": c.dropout,
+                  "attn_pdrop": c.dropout, "tie_word_embeddings": True, "torch_dtype": "float32", **extra_config}
+        os.makedirs(path, exist_ok=True)
+        write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+        with open(os.path.join(path, "config.json.tmp"), "w") as f:
+            json.dump(config, f, indent=2)
+        os.replace(os.path.join(path, "config.json.tmp"), os.path.join(path, "config.json"))
 
 
 def _cuda_graph(fn, device):
@@ -374,6 +404,25 @@ def read_safetensors(path):
             torch.empty(0, dtype=_SAFETENSORS_DTYPES[info["dtype"]])
         tensors[name] = t.reshape(info["shape"]).clone()
     return tensors
+
+
+def write_safetensors(path, tensors):
+    """The inverse of read_safetensors: the JSON header padded with spaces to a multiple of 8 bytes (as the
+    safetensors library writes it), then each tensor's bytes in order. Written to path.tmp, then renamed."""
+    header, offset = {}, 0
+    inv = {v: k for k, v in _SAFETENSORS_DTYPES.items()}
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        header[name] = {"dtype": inv[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for t in tensors.values():
+            f.write(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    os.replace(path + ".tmp", path)
 
 
 def _download_gpt2(name, cache_dir=None):

@@ -62,8 +62,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_check, configure_optimizer, get_lr,
-                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
-                    wrap)
+                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, source_of,
+                    unwrap, wrap)
 from model import GPT, GPTConfig
 from reward import load_reward_model
 from tokenizer import get_tokenizer
@@ -272,7 +272,7 @@ if __name__ == "__main__":
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         it, beta = ckpt["step"], ckpt["beta"]
-    parent = ckpt["parent"] if cfg.resume else os.path.abspath(cfg.init_from)
+    parent = ckpt["parent"] if cfg.resume else source_of(cfg.init_from)
     policy_w, value_w = wrap(policy, rt, cfg.compile), wrap(value, rt, cfg.compile)
     policy.eval(), value.eval()  # (1) eval mode throughout; no dropout anyway, but no surprises either
 

@@ -5,6 +5,7 @@ Causal-LM pretraining on a token stream: the stage that makes a GPT, which conti
     python pretrain.py                                 # CPU default: ~1M-param model, ~10 minutes on 2 cores
     python pretrain.py --resume                        # continue out/pretrain/ckpt.pt where it stopped
     python pretrain.py --preset=gpt2 --data_dir=data/my_corpus --batch_size=16 --grad_accum=32   # on a GPU
+    python pretrain.py --init_from=gpt2 --data_dir=data/my_corpus ...   # continue pretraining OpenAI's GPT-2
     torchrun --standalone --nproc_per_node=2 pretrain.py   # DDP, same global batch as one process
 
 Details implemented here:
@@ -32,9 +33,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common import (Logger, accumulate_gradients, clip_and_check, cleanup, configure_optimizer, get_lr,
+from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_check, cleanup, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state,
-                    setup, unwrap, wrap)
+                    setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig, preset
 
 
@@ -43,6 +44,8 @@ class Config:
     data_dir: str = "data/pycode"   # holds train.bin, val.bin, meta.json (written by that data's prepare.py)
     out_dir: str = "out/pretrain"   # checkpoint and log.jsonl go here
     resume: bool = False            # continue from out_dir/ckpt.pt
+    init_from: str = ""             # "": fresh weights; gpt2, gpt2-medium.., a Hugging Face GPT-2 directory or a
+                                    # checkpoint: continue pretraining it (the shape fields below are then unused)
     preset: str = ""                # a model preset of model.py (gpt2, gpt3-small, ...); empty: the shape below
     n_layer: int = 4                # transformer blocks
     n_head: int = 4                 # attention heads
@@ -109,13 +112,17 @@ if __name__ == "__main__":
     train_data, val_data, meta = load_tokens(cfg.data_dir)
     decay_iters = cfg.lr_decay_iters or cfg.max_iters
 
-    # model: fresh, or the run being resumed
-    ckpt, step = None, 0
+    # model: fresh, from other weights, or the run being resumed
+    ckpt, step, parent = None, 0, None
     if cfg.resume:
         ckpt = load_checkpoint(cfg.out_dir, stages=("pretrain",), tokenizer=meta["tokenizer"],
                                hint="run without --resume to start a new run")
         model = model_from_checkpoint(ckpt)
-        step = ckpt["step"]
+        step, parent = ckpt["step"], ckpt.get("parent")
+    elif cfg.init_from:
+        model = model_from_checkpoint(load_checkpoint(cfg.init_from, stages=LM_STAGES, tokenizer=meta["tokenizer"]),
+                                      dropout=cfg.dropout)
+        parent = source_of(cfg.init_from)
     else:
         shape = dict(n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size)
         try:
@@ -147,7 +154,7 @@ if __name__ == "__main__":
             save_checkpoint(cfg.out_dir, {
                 "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": meta["tokenizer"],
-                "stage": "pretrain", "parent": None, "config": asdict(cfg), "step": step,
+                "stage": "pretrain", "parent": parent, "config": asdict(cfg), "step": step,
                 "optimizer": optimizer.state_dict(), "rng": rng, "val_loss": val_loss})
 
     if step == 0 and rt.master:

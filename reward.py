@@ -38,8 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import (LM_STAGES, Logger, clip_and_check, check_messages, cleanup, configure_optimizer,
-                    generate_batched, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, unwrap,
-                    wrap)
+                    generate_batched, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
+                    save_checkpoint, setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer
 
@@ -246,7 +246,7 @@ if __name__ == "__main__":
     if rt.master:
         save_checkpoint(cfg.out_dir, {
             "model": unwrap(model).state_dict(), "model_args": {**asdict(rm.gpt.config)}, "tokenizer": tok.name,
-            "stage": "reward", "parent": os.path.abspath(cfg.init_from), "config": asdict(cfg), "step": step,
+            "stage": "reward", "parent": source_of(cfg.init_from), "config": asdict(cfg), "step": step,
             "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "bias_shift": shift})
         print(f"reward model: held-out pairwise accuracy {acc:.3f} on {n_pairs} pairs (before training {acc0:.3f}); "
               f"longer-answer baseline {length_acc:.3f}; bias shifted by {-shift:+.3f} -> {cfg.out_dir}")

@@ -8,6 +8,7 @@ follow instructions by imitating demonstrations written in the chat format.
     python sft.py --scratch --out_dir=out/sft_scratch    # ablation: same architecture, no pretraining
     python sample.py --ckpt=out/sft --chat               # talk to it
     torchrun --standalone --nproc_per_node=2 sft.py      # DDP, same global batch as one process
+    python sft.py --config=config/hh_sft.json            # the real-data recipe: OpenAI's GPT-2 on HH-RLHF (a GPU)
 
 Details implemented here:
  1. Data: sft_train.jsonl / sft_val.jsonl, records {"messages": [...]} with at least one assistant turn; a bad record
@@ -36,7 +37,7 @@ import torch
 
 from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_check, check_messages, cleanup,
                     configure_optimizer, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
-                    rng_state, save_checkpoint, set_rng_state, setup, unwrap, wrap)
+                    rng_state, save_checkpoint, set_rng_state, setup, source_of, unwrap, wrap)
 from model import GPT
 from tokenizer import get_tokenizer
 
@@ -44,7 +45,7 @@ from tokenizer import get_tokenizer
 @dataclass
 class Config:
     data_dir: str = "data/assistant"  # sft_train.jsonl, sft_val.jsonl and meta.json (data/assistant/prepare.py)
-    init_from: str = "out/pretrain"   # the pretrained checkpoint to start from
+    init_from: str = "out/pretrain"   # the checkpoint to start from, or gpt2.. / a Hugging Face GPT-2 directory
     scratch: bool = False             # ablation: init_from's architecture with fresh random weights
     out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
@@ -140,7 +141,7 @@ if __name__ == "__main__":
         optimizer.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"], rt)
         step = ckpt["step"]
-    parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else os.path.abspath(cfg.init_from))
+    parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else source_of(cfg.init_from))
     raw, model = model, wrap(model, rt, cfg.compile)
 
     if rt.master:

@@ -1,11 +1,10 @@
 import json
-import struct
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, PRESETS, filter_logits, preset
+from model import GPT, GPTConfig, PRESETS, filter_logits, preset, write_safetensors
 
 
 def tiny(vocab=64, seed=0, block=64, peaky=True):
@@ -136,20 +135,6 @@ def test_preset_parameter_counts_match_the_papers():
         preset("gpt5")
 
 
-def write_safetensors(path, tensors):
-    """The format, written by hand: u64 header size, JSON header with dtype/shape/offsets, raw data."""
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    header["__metadata__"] = {"format": "pt"}
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
-
-
 def test_from_pretrained_reads_the_hugging_face_gpt2_layout(tmp_path):
     src = tiny(vocab=100, peaky=False, block=32)
     with torch.no_grad():  # make biases and LayerNorm non-trivial so a missed tensor shows
@@ -165,7 +150,7 @@ def test_from_pretrained_reads_the_hugging_face_gpt2_layout(tmp_path):
             v = v.t()  # Conv1D: (in, out)
         hf[name] = v.float()
     hf["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 32, 32))  # a causal-mask buffer old HF files carry
-    write_safetensors(tmp_path / "model.safetensors", hf)
+    write_safetensors(str(tmp_path / "model.safetensors"), hf)
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "gpt2", "n_positions": 32, "n_ctx": 32, "n_embd": 32, "n_layer": 2, "n_head": 2,
         "vocab_size": 100, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}))
