@@ -49,7 +49,7 @@ class Config:
     scratch: bool = False             # ablation: init_from's architecture with fresh random weights
     out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
-    epochs: int = 3                   # passes over the demonstrations (5)
+    epochs: float = 3.0               # passes over the demonstrations (5); a fraction stops mid-epoch
     batch_size: int = 32              # conversations per micro-batch per process
     grad_accum: int = 1               # micro-batches per step per process
     learning_rate: float = 1e-3       # peak learning rate
@@ -132,7 +132,7 @@ if __name__ == "__main__":
     steps_per_epoch = len(train) // global_batch
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train)} demonstrations are fewer than one global batch of {global_batch}")
-    max_iters = cfg.epochs * steps_per_epoch
+    max_iters = max(1, round(cfg.epochs * steps_per_epoch))
     model.to(rt.device)
     optimizer = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)

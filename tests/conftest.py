@@ -39,6 +39,16 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pt(world, tmp_path_factory):
+    """A tiny language model pretrained for 4 steps on the world's prose (context 160): what the stages start from.
+    Shared by the tests, which only read it."""
+    out = tmp_path_factory.mktemp("tiny_pt")
+    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=4",
+        "--eval_iters=1", "--eval_interval=4", f"--out_dir={out}")
+    return out
+
+
+@pytest.fixture(scope="session")
 def pycode(tmp_path_factory):
     """data/pycode/prepare.py run on a handful of standard-library modules (the real script, a smaller source)."""
     src = tmp_path_factory.mktemp("src")

@@ -7,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_MODEL, run
+from conftest import ROOT, run
+from sft import load_demonstrations
 from tokenizer import get_tokenizer
 
 sys.path.insert(0, os.path.join(ROOT, "data", "assistant"))
@@ -99,10 +100,8 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
         assert ranks[3] >= 2 and ranks[0] <= 1
 
 
-def test_sft_steps_lower_the_val_loss(world, tmp_path):
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=4",
-        "--eval_iters=1", "--eval_interval=4", f"--out_dir={pt}")
+def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
+    pt = tiny_pt
     out = tmp_path / "sft"
     run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=1", "--batch_size=100",
         "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
@@ -123,23 +122,27 @@ def test_sft_steps_lower_the_val_loss(world, tmp_path):
     assert res["policies"]["sft"]["n_prompts"] == 240 and "refusal" in res["policies"]["sft"]["families"]
 
 
-@pytest.mark.parametrize("line, message", [
+BAD_DEMONSTRATIONS = [
     ('{"messages": [{"role": "user", "content": "hi"}]}', "at least one assistant turn"),
     ('{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}', "expected messages"),
     ('{"messages": [{"role": "user", "content": "hi"}', "not valid JSON"),
-])
-def test_bad_demonstrations_name_file_and_line_and_write_nothing(world, tmp_path, line, message):
+]
+
+
+def test_bad_demonstrations_name_file_and_line_and_write_nothing(world, tiny_pt, tmp_path):
+    good = (world / "sft_train.jsonl").read_text().splitlines()[:2]
+    for i, (line, message) in enumerate(BAD_DEMONSTRATIONS):  # what sft.py reads its data with
+        (tmp_path / f"bad{i}.jsonl").write_text("\n".join(good + [line]) + "\n")
+        with pytest.raises(SystemExit, match=f"bad{i}.jsonl:3: .*{message}"):
+            load_demonstrations(tmp_path / f"bad{i}.jsonl", get_tokenizer("bytes"), 160)
+    # through the script: it stops before writing anything
     data = tmp_path / "data"
     data.mkdir()
-    good = (world / "sft_train.jsonl").read_text().splitlines()[:2]
-    (data / "sft_train.jsonl").write_text("\n".join(good + [line]) + "\n")
+    (data / "sft_train.jsonl").write_text("\n".join(good + [BAD_DEMONSTRATIONS[0][0]]) + "\n")
     (data / "sft_val.jsonl").write_text("\n".join(good) + "\n")
     (data / "meta.json").write_text(json.dumps({"tokenizer": "bytes"}))
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--batch_size=2", "--max_iters=1", "--eval_iters=1",
-        f"--out_dir={pt}")
-    proc = run("sft.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={tmp_path / 'sft'}", check=False)
-    assert proc.returncode != 0 and f"sft_train.jsonl:3: " in proc.stderr and message in proc.stderr
+    proc = run("sft.py", f"--data_dir={data}", f"--init_from={tiny_pt}", f"--out_dir={tmp_path / 'sft'}", check=False)
+    assert proc.returncode != 0 and f"sft_train.jsonl:3: " in proc.stderr and BAD_DEMONSTRATIONS[0][1] in proc.stderr
     assert not (tmp_path / "sft").exists()
 
 

@@ -35,10 +35,8 @@ def test_pretrain_two_ranks_equal_one_process_with_the_same_global_batch(pycode,
     assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
 
 
-def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tmp_path):
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--max_iters=1", "--eval_iters=1",
-        "--eval_interval=1", f"--out_dir={pt}")
+def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_pt, tmp_path):
+    pt = tiny_pt
     # dropout 0: two ranks draw their dropout masks from other streams than one process does
     common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--dropout=0",
               "--eval_interval=1000", "--learning_rate=3e-3"]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_MODEL, read, run
+from conftest import read, run
 from common import setup
 from dpo import dpo_loss, load_pairs, pair_logps, reference_logps, sequence_logps
 from model import GPT, GPTConfig
@@ -62,10 +62,8 @@ def test_pairs_come_from_every_untied_pair(tmp_path, world):
     assert all(w[-1] == tok.end_id and nw == len(w) - len(prompt) for w, _, nw, _ in pairs)
 
 
-def test_dpo_through_the_command_line_learns_the_preferences(world, tmp_path):
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=2",
-        "--eval_iters=1", "--eval_interval=2", f"--out_dir={pt}")
+def test_dpo_through_the_command_line_learns_the_preferences(world, tiny_pt, tmp_path):
+    pt = tiny_pt
     data = tmp_path / "data"
     synthetic_comparisons(world, data)
     out = tmp_path / "dpo"

@@ -1,8 +1,8 @@
 """The real-data recipe offline: HH-RLHF's format, GPT-2's layout in and out, and every stage on a tiny GPT-2."""
 import gzip
+import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -11,8 +11,10 @@ from common import load_checkpoint
 from conftest import ROOT, SHARED, read, run
 from model import GPT, GPTConfig
 
-sys.path.insert(0, os.path.join(ROOT, "data", "hh_rlhf"))
-import prepare as hh  # noqa: E402
+# by path: tests/test_assistant.py imports data/assistant's prepare.py under the name "prepare"
+_spec = importlib.util.spec_from_file_location("hh_prepare", os.path.join(ROOT, "data", "hh_rlhf", "prepare.py"))
+hh = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hh)
 
 GPT2_ENV = {"GPT2_TIKTOKEN": os.path.join(SHARED, "tokenizers", "gpt2.tiktoken")}
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_MODEL, run
+from conftest import run
 from model import GPTConfig
 from reward import RewardModel, kway_loss, load_reward_model, mean_demonstration_score, pairwise_accuracy, \
     load_comparisons
@@ -71,10 +71,8 @@ def synthetic_comparisons(world_dir, out_dir):
         (out_dir / name).write_text((world_dir / name).read_text())
 
 
-def test_reward_training_through_the_command_line(world, tmp_path):
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=2",
-        "--eval_iters=1", "--eval_interval=2", f"--out_dir={pt}")
+def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
+    pt = tiny_pt
     data = tmp_path / "data"
     synthetic_comparisons(world, data)
     out = tmp_path / "rm"
@@ -102,10 +100,8 @@ def test_reward_training_through_the_command_line(world, tmp_path):
     assert -1 <= res["reward_model"]["spearman_within_prompt"] <= 1 and "Spearman(RM, gold)" in proc.stdout
 
 
-def test_sampled_answers_are_labeled_into_comparisons(world, tmp_path):
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--block_size=160", "--batch_size=4", "--max_iters=1",
-        "--eval_iters=1", f"--out_dir={pt}")
+def test_sampled_answers_are_labeled_into_comparisons(world, tiny_pt, tmp_path):
+    pt = tiny_pt
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(line for line in (world / "prompts_label.jsonl").open().readlines()[:30]))
     run("sample.py", f"--ckpt={pt}", f"--prompts={prompts}", "--num_samples=3", "--temperature=1",
@@ -122,22 +118,27 @@ def test_sampled_answers_are_labeled_into_comparisons(world, tmp_path):
     assert all(len(set(r["ranks"])) > 1 and len(r["ranks"]) == 3 for r in labeled)
 
 
-@pytest.mark.parametrize("record, message", [
+BAD_COMPARISONS = [
     ({"responses": ["a"], "ranks": [0]}, "at least 2 strings"),
     ({"responses": ["a", "b"], "ranks": [0]}, "one integer per response"),
     ({"responses": ["a", "b"], "ranks": [1, 1]}, "all responses are tied"),
-])
-def test_bad_comparisons_name_file_and_line_and_write_nothing(world, tmp_path, record, message):
+]
+
+
+def test_bad_comparisons_name_file_and_line_and_write_nothing(world, tiny_pt, tmp_path):
     data = tmp_path / "data"
     synthetic_comparisons(world, data)
     lines = (data / "prefs_train.jsonl").read_text().splitlines()
-    bad = {"messages": [{"role": "user", "content": "hi"}], **record}
-    (data / "prefs_train.jsonl").write_text("\n".join(lines[:4] + [json.dumps(bad)] + lines[4:]) + "\n")
-    pt = tmp_path / "pt"
-    run("pretrain.py", f"--data_dir={world}", *TINY_MODEL, "--batch_size=2", "--max_iters=1", "--eval_iters=1",
-        f"--out_dir={pt}")
-    proc = run("reward.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={tmp_path / 'rm'}", check=False)
-    assert proc.returncode != 0 and "prefs_train.jsonl:5: " in proc.stderr and message in proc.stderr
+    for i, (record, message) in enumerate(BAD_COMPARISONS):  # what reward.py and dpo.py read their data with
+        bad = {"messages": [{"role": "user", "content": "hi"}], **record}
+        (tmp_path / f"bad{i}.jsonl").write_text("\n".join(lines[:4] + [json.dumps(bad)] + lines[4:]) + "\n")
+        with pytest.raises(SystemExit, match=f"bad{i}.jsonl:5: .*{message}"):
+            load_comparisons(tmp_path / f"bad{i}.jsonl", get_tokenizer("bytes"), 160)
+    # through the script: it stops before writing anything
+    os.replace(tmp_path / "bad0.jsonl", data / "prefs_train.jsonl")
+    proc = run("reward.py", f"--data_dir={data}", f"--init_from={tiny_pt}", f"--out_dir={tmp_path / 'rm'}",
+               check=False)
+    assert proc.returncode != 0 and "prefs_train.jsonl:5: " in proc.stderr and BAD_COMPARISONS[0][1] in proc.stderr
     assert not (tmp_path / "rm").exists()
 
 
