@@ -23,7 +23,7 @@ Measured (median of 10 steps; generation greedy, 32-token prompt + 256 new token
 
 Details implemented here:
  1. A training step is what pretrain.py does: grad_accum micro-batches of batch_size x block_size tokens through
-    common.accumulate_gradients (bf16 autocast on CUDA), clipping to 1.0 (common.clip_and_check), and an AdamW step
+    common.accumulate_gradients (bf16 autocast on CUDA), clipping to 1.0 (common.clip_and_step), and an AdamW step
     (common.configure_optimizer: fused on CUDA); the model goes through common.wrap, so --compile is torch.compile.
     `warmup` untimed steps (compilation, allocator), then the median of `steps` timed steps, each ended by
     torch.cuda.synchronize on a GPU.
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import accumulate_gradients, clip_and_check, configure_optimizer, parse_config, setup, wrap
+from common import accumulate_gradients, clip_and_step, configure_optimizer, parse_config, setup, wrap
 from model import GPT, GPTConfig, preset
 
 
@@ -72,7 +72,7 @@ class Config:
     naive: bool = True              # also time naive recomputation and check it gives the KV cache's tokens
     peak_flops: float = 0.0         # the device's peak flops for MFU; 0: known GPUs only (H100, H200, A100)
     device: str = "auto"            # auto (cuda if available), cpu, cuda, cuda:1, mps
-    dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"             # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False           # torch.compile the model for the training step (generation runs uncompiled)
     seed: int = 1337
     out: str = ""                   # also write the numbers to this JSON file
@@ -127,8 +127,7 @@ def bench_train(raw, cfg, rt):
         sync(rt)
         t0 = time.perf_counter()
         loss = accumulate_gradients(model, micro, rt)  # (1) the forward / backward pretrain.py runs
-        clip_and_check(model, 1.0, loss, step, "out/bench")
-        optimizer.step()
+        clip_and_step(model, optimizer, rt, 1.0, loss, step, "out/bench")
         optimizer.zero_grad(set_to_none=True)
         sync(rt)
         dt = time.perf_counter() - t0
@@ -213,7 +212,7 @@ if __name__ == "__main__":
     if cfg.mode not in ("train", "generate", "all"):
         raise SystemExit(f"--mode={cfg.mode}: expected train, generate or all")
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
-    dtype = "bfloat16" if isinstance(rt.autocast, torch.autocast) else "float32"  # what setup chose
+    dtype = rt.dtype  # what setup chose
 
     # the model: a preset's shape or the one given; its context fits the generation asked for
     if cfg.preset:

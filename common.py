@@ -73,7 +73,10 @@ class Runtime:
     world_size: int
     ddp: bool
     master: bool       # rank 0: the one that logs and writes checkpoints
-    autocast: object   # a context manager: bf16 autocast on CUDA, nothing elsewhere
+    autocast: object   # a context manager: bf16 (or fp16) autocast on CUDA, nothing on a CPU
+    dtype: str = "float32"  # what autocast computes in: float32, bfloat16 or float16
+    scaler: object = dataclasses.field(default_factory=lambda: torch.amp.GradScaler("cpu", enabled=False))
+    # ^ fp16's loss scaler (a no-op unless dtype is float16): scaler.scale(loss).backward(), then clip_and_step
 
 
 def setup(device="auto", dtype="auto", seed=1337):
@@ -92,13 +95,15 @@ def setup(device="auto", dtype="auto", seed=1337):
         torch.backends.cudnn.allow_tf32 = True
     device_type = device.split(":")[0]
     torch.manual_seed(seed + rank)  # each rank its own dropout masks and samples
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in ("float32", "bfloat16"):  # float16 would need loss scaling (a GradScaler), not implemented
-        raise SystemExit(f"--dtype={dtype} is not supported; use auto, bfloat16 or float32")
-    ctx = contextlib.nullcontext() if dtype == "float32" else \
-        torch.autocast(device_type, dtype=torch.bfloat16)
-    return Runtime(device, device_type, rank, world, ddp, rank == 0, ctx)
+    if dtype == "auto":  # bf16 where the GPU has it (Ampere and later); fp16 with loss scaling on older GPUs
+        dtype = "float32" if device_type != "cuda" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise SystemExit(f"--dtype={dtype} is not supported; use auto, float32, bfloat16 or float16")
+    ctx = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+    # fp16's 5-bit exponent underflows small gradients: scale the loss up before backward, unscale before the step,
+    # and skip a step whose gradient overflowed (halving the scale); bf16 has fp32's range and needs none of it
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+    return Runtime(device, device_type, rank, world, ddp, rank == 0, ctx, dtype, scaler)
 
 
 def wrap(model, rt, compile=False):
@@ -139,11 +144,16 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def clip_and_check(model, grad_clip, loss, step, out_dir):
-    """Clip the global gradient norm to grad_clip (0: no clipping), and stop the run before the update when the loss
-    or the gradient is NaN or infinite, saying what is left on disk."""
+def clip_and_step(model, optimizer, rt, grad_clip, loss, step, out_dir):
+    """Clip the global gradient norm to grad_clip (0: no clipping) and take the optimizer step; stop the run before
+    the update when the loss or the gradient is NaN or infinite, saying what is left on disk. Under fp16 loss scaling
+    the gradient is unscaled first, and an overflowed one is the scaler's business: it skips that step and halves
+    the scale (the loss must still be finite)."""
+    rt.scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    if math.isfinite(loss) and math.isfinite(float(grad_norm)):
+    if math.isfinite(loss) and (math.isfinite(float(grad_norm)) or rt.scaler.is_enabled()):
+        rt.scaler.step(optimizer)
+        rt.scaler.update()
         return
     what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {float(grad_norm)}"
     kept = (f"{ckpt_path(out_dir)} still holds the last good weights (lower --learning_rate and run with --resume)"
@@ -171,7 +181,7 @@ def accumulate_gradients(model, micro_batches, rt):
         with sync:
             with rt.autocast:
                 _, loss = model(x, y)
-            (loss * (n * rt.world_size / total)).backward()
+            rt.scaler.scale(loss * (n * rt.world_size / total)).backward()
         loss_sum += loss.detach() * n
     if rt.ddp:
         dist.all_reduce(loss_sum)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, answer_logps, cleanup, clip_and_check, configure_optimizer, get_lr,
+from common import (LM_STAGES, Logger, answer_logps, cleanup, clip_and_step, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
                     set_rng_state, setup, source_of, unwrap, wrap)
 from reward import check_comparison, encode_answer, pad_right
@@ -59,7 +59,7 @@ class Config:
     log_interval: int = 10            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False             # torch.compile the policy (GPUs)
 
 
@@ -185,9 +185,8 @@ if __name__ == "__main__":
             group["lr"] = lr
         pc, pr = pair_logps(model, [train[j] for j in ids.tolist()], tok.pad_id, rt)
         loss, rc, rr = dpo_loss(pc, pr, ref_train[0][ids], ref_train[1][ids], cfg.beta)  # (2)
-        loss.backward()  # DDP averages the per-rank means: the mean over the global batch (equal shards)
-        clip_and_check(model, cfg.grad_clip, loss.item(), step, cfg.out_dir)
-        optimizer.step()
+        rt.scaler.scale(loss).backward()  # DDP averages the per-rank means: the mean over the global batch (equal shards)
+        clip_and_step(model, optimizer, rt, cfg.grad_clip, loss.item(), step, cfg.out_dir)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % cfg.log_interval == 0 or step == max_iters:

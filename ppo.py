@@ -61,7 +61,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_check, configure_optimizer, get_lr,
+from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_step, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, source_of,
                     unwrap, wrap)
 from model import GPT, GPTConfig
@@ -106,7 +106,7 @@ class Config:
     ckpt_interval: int = 10            # iterations between checkpoints (and policy snapshots iter_N.pt)
     seed: int = 1337
     device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"                # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"                # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False              # torch.compile policy and value for the updates (GPUs)
 
 
@@ -351,9 +351,8 @@ if __name__ == "__main__":
                     stats["ptx_loss"].append(ptx.item())
                 if ratio_first is None:
                     ratio_first = masked_mean(torch.exp(logp - r["logp"][mb]), m).item()
-                loss.backward()
-                clip_and_check(both, cfg.grad_clip, loss.item(), it, cfg.out_dir)
-                optimizer.step()
+                rt.scaler.scale(loss).backward()
+                clip_and_step(both, optimizer, rt, cfg.grad_clip, loss.item(), it, cfg.out_dir)
                 optimizer.zero_grad(set_to_none=True)
                 for k, val in (("pg_loss", pg), ("vf_loss", vf), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
                     stats[k].append(val.item())

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_check, cleanup, configure_optimizer, get_lr,
+from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_step, cleanup, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, rng_state, save_checkpoint, set_rng_state,
                     setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig, preset
@@ -69,7 +69,7 @@ class Config:
     log_interval: int = 50          # steps between log lines
     seed: int = 1337
     device: str = "auto"            # auto (cuda if available), cpu, cuda, cuda:1, mps
-    dtype: str = "auto"             # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"             # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False           # torch.compile the model (GPUs)
 
 
@@ -171,8 +171,7 @@ if __name__ == "__main__":
         x, y = (t[rt.rank * per_rank:(rt.rank + 1) * per_rank].to(rt.device) for t in (x, y))
         micro = [(x[i:i + cfg.batch_size], y[i:i + cfg.batch_size]) for i in range(0, per_rank, cfg.batch_size)]
         loss = accumulate_gradients(model, micro, rt)  # (3)
-        clip_and_check(model, cfg.grad_clip, loss, step, cfg.out_dir)  # (2) clip, (6) stop before a NaN lands
-        optimizer.step()
+        clip_and_step(model, optimizer, rt, cfg.grad_clip, loss, step, cfg.out_dir)  # (2) clip, (6) stop before NaN
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % cfg.log_interval == 0 or step == cfg.max_iters:

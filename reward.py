@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from common import (LM_STAGES, Logger, clip_and_check, check_messages, cleanup, configure_optimizer,
+from common import (LM_STAGES, Logger, clip_and_step, check_messages, cleanup, configure_optimizer,
                     generate_batched, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
                     save_checkpoint, setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig
@@ -61,7 +61,7 @@ class Config:
     log_interval: int = 10            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False             # torch.compile the model (GPUs)
 
 
@@ -230,9 +230,8 @@ if __name__ == "__main__":
             losses.append(kway_loss(scores[k:k + len(seqs)], ranks.to(rt.device))[0])
             k += len(seqs)
         loss = torch.stack(losses).mean()
-        loss.backward()
-        clip_and_check(model, cfg.grad_clip, loss.item(), step, cfg.out_dir)
-        optimizer.step()
+        rt.scaler.scale(loss).backward()
+        clip_and_step(model, optimizer, rt, cfg.grad_clip, loss.item(), step, cfg.out_dir)
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % cfg.log_interval == 0 or step == max_iters:

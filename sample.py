@@ -56,7 +56,7 @@ class Config:
     batch_size: int = 64           # --prompts: rows per generation batch
     seed: int = 1337
     device: str = "auto"           # auto, cpu, cuda, mps
-    dtype: str = "auto"            # auto (bfloat16 on CUDA, else float32), float32
+    dtype: str = "auto"            # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
 
 
 def left_truncate(ids, limit, what):

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_check, check_messages, cleanup,
+from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_step, check_messages, cleanup,
                     configure_optimizer, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
                     rng_state, save_checkpoint, set_rng_state, setup, source_of, unwrap, wrap)
 from model import GPT
@@ -64,7 +64,7 @@ class Config:
     log_interval: int = 20            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bfloat16 on CUDA, else float32), float32, bfloat16
+    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
     compile: bool = False             # torch.compile the model (GPUs)
 
 
@@ -177,8 +177,7 @@ if __name__ == "__main__":
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = accumulate_gradients(model, micro, rt)  # (2) (3)
-        clip_and_check(model, cfg.grad_clip, loss, step, cfg.out_dir)  # stop before a NaN reaches the weights
-        optimizer.step()
+        clip_and_step(model, optimizer, rt, cfg.grad_clip, loss, step, cfg.out_dir)  # stops before a NaN lands
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if step % cfg.log_interval == 0 or step == max_iters:

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from common import Runtime, accumulate_gradients, get_lr, parse_config
+from common import Runtime, accumulate_gradients, clip_and_step, configure_optimizer, get_lr, parse_config, setup
 from conftest import TINY_MODEL, run
 from model import GPT, GPTConfig
 from pretrain import Config
@@ -41,6 +41,35 @@ def test_grad_accumulation_equals_one_big_batch_with_uneven_masks():
     for xi, yi in micro:
         (model(xi, yi)[1] / 4).backward()
     assert not all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(big, model.parameters()))
+
+
+def test_fp16_loss_scaling_unscales_before_the_step_and_skips_an_overflowed_one(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=32, n_layer=1, n_head=2, n_embd=16))
+    x, y = torch.randint(0, 32, (4, 16)), torch.randint(0, 32, (4, 16))
+    accumulate_gradients(model, [(x, y)], cpu_runtime())
+    fp32_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+    model.zero_grad()
+    rt = setup("cpu", "float16")
+    assert rt.dtype == "float16" and rt.scaler.is_enabled() and not cpu_runtime().scaler.is_enabled()
+    opt = configure_optimizer(model, 1e-3, 0.0, (0.9, 0.95), "cpu")
+    loss = accumulate_gradients(model, [(x, y)], rt)  # fp16 autocast, backward through the loss times 2^16
+    grads = [p.grad for p in model.parameters()]
+    assert torch.cat([g.flatten() for g in grads]).norm() > 1000 * fp32_norm  # scaled
+    before = [p.detach().clone() for p in model.parameters()]
+    clip_and_step(model, opt, rt, 0.0, loss, 0, tmp_path)
+    norm = torch.cat([g.flatten() for g in grads]).norm()  # unscaled in place before the step
+    assert abs(norm / fp32_norm - 1) < 0.05 and not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    # an overflowed gradient: the scaler skips the step and halves the scale; the run goes on
+    opt.zero_grad()
+    loss = accumulate_gradients(model, [(x, y)], rt)
+    next(model.parameters()).grad[0, 0] = float("inf")
+    scale, before = rt.scaler.get_scale(), [p.detach().clone() for p in model.parameters()]
+    clip_and_step(model, opt, rt, 1.0, loss, 1, tmp_path)
+    assert rt.scaler.get_scale() == scale / 2 and all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    # in fp32 the same gradient stops the run before the update
+    with pytest.raises(SystemExit, match="gradient norm is (inf|nan) at step 1: stopped before the update"):
+        clip_and_step(model, opt, cpu_runtime(), 1.0, loss, 1, tmp_path)
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
