@@ -16,10 +16,9 @@ import time
 import torch
 import torch.distributed as dist
 
-from model import GPT, GPTConfig
+from model import GPT, GPT2_NAMES, GPTConfig
 
 LM_STAGES = ("pretrain", "sft", "ppo", "dpo")  # checkpoints whose model is a language model
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's weights, downloaded by GPT.from_pretrained
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ Details implemented here (numbers are referenced in the code):
     step feeds one token per row. A step has fixed shapes (it attends over the whole cache, masked to the columns
     written so far), so on a GPU it is recorded once as a CUDA graph and replayed: at small batches launching a
     step's kernels one by one from Python costs more than running them. Rows that emit `eos_id` are finished: they
-    get `pad_id` from then on while the other rows go on, and generation stops early when every row is done.
+    get `pad_id` from then on while the other rows go on, and generation stops early when every row is done. Once
+    half the rows in the batch have finished they are dropped from it (cache and state compacted, a new graph
+    recorded), so answers that end early stop costing compute: at most log2(B) compactions per call.
     temperature=0 is greedy.
  6. Log-probs of the sampled tokens under the distribution actually sampled from (logits / T, after any top-k /
     top-p filtering) are returned too: PPO needs them (and uses T > 0 with no top-k / top-p).
@@ -53,6 +55,8 @@ class GPTConfig:
     dropout: float = 0.0     # residual / attention / embedding dropout
     bias: bool = True        # biases in Linear and LayerNorm, as GPT-2
 
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")  # OpenAI's weights that from_pretrained downloads
 
 # (8) shapes only; block_size is the context the model was trained with
 PRESETS = {
@@ -231,10 +235,11 @@ class GPT(nn.Module):
         cache = [(torch.zeros(B, c.n_head, S, c.n_embd // c.n_head, device=device, dtype=dtype),
                   torch.zeros(B, c.n_head, S, c.n_embd // c.n_head, device=device, dtype=dtype))
                  for _ in range(c.n_layer)]
-        tokens = torch.empty(B, S, dtype=idx.dtype, device=device)
+        tokens = torch.full((B, S), 0 if pad_id is None else pad_id, dtype=idx.dtype, device=device)
         tokens[:, :T] = idx
         logprobs = torch.zeros(B, max_new_tokens, device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
+        active = torch.arange(B, device=device)  # (b,) the rows of idx still in the decode batch
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # (b,) which of those have emitted eos_id
         h = self.hidden_states(idx, attention_mask, cache, 0)[:, -1]  # (5) prefill every prompt in one pass; (B, C)
         logits = self.lm_head(h).float()  # (B, V)
         # (5) the decode state, updated in place: every step runs the same kernels on the same tensors
@@ -259,14 +264,21 @@ class GPT(nn.Module):
             lp = lp.gather(1, nxt.unsqueeze(1)).squeeze(1)
             if pad_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            tokens[:, T + n - 1] = nxt
-            logprobs[:, n - 1] = torch.where(done, torch.zeros_like(lp), lp)
-            if eos_id is not None:
-                done |= nxt == eos_id
-                if bool(done.all()):
-                    break
+            tokens[active, T + n - 1] = nxt
+            logprobs[active, n - 1] = torch.where(done, torch.zeros_like(lp), lp)
             if n == max_new_tokens:
                 break
+            if eos_id is not None:
+                done |= nxt == eos_id
+                n_done = int(done.sum())
+                if n_done == done.numel():
+                    break
+                if 2 * n_done >= done.numel():  # (5) half the rows have finished: drop them from the batch, so
+                    keep = ~done               # finished rows stop costing attention and MLP work
+                    active, done, nxt = active[keep], done[keep], nxt[keep]
+                    tok, pos, key_mask = tok[keep], pos[keep], key_mask[keep]
+                    cache = [(k[keep], v[keep]) for k, v in cache]
+                    replay = None  # a new batch size: record a new CUDA graph
             tok.copy_(nxt.unsqueeze(1))
             pos += 1
             slot.fill_(T + n - 1)
@@ -426,7 +438,7 @@ def write_safetensors(path, tensors):
 
 
 def _download_gpt2(name, cache_dir=None):
-    if name not in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"):
+    if name not in GPT2_NAMES:
         raise ValueError(f"{name!r} is neither a directory nor a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl)")
     path = os.path.join(cache_dir or os.path.expanduser("~/.cache/instructgpt"), name)
     os.makedirs(path, exist_ok=True)

@@ -77,6 +77,29 @@ def test_rows_that_hit_eos_stop_and_others_go_on():
             assert torch.equal(out[r], free[r, :out.size(1)])
 
 
+def test_finished_rows_leave_the_batch_and_the_others_are_unchanged(monkeypatch):
+    model = tiny()
+    prompts = [[(7 * i + j) % 60 + 1 for j in range(3 + i % 4)] for i in range(8)]
+    idx, mask = left_pad(prompts)
+    T = idx.size(1)
+    free, _ = model.generate(idx, 16, temperature=0, attention_mask=mask)
+    rows = free[:, T:T + 12].tolist()
+    eos = max(range(64), key=lambda t: sum(t in r for r in rows))  # the token that ends the most rows early
+    assert sum(eos in r for r in rows) >= 4
+    batch_sizes = []
+    decode = model._decode
+    monkeypatch.setattr(model, "_decode", lambda tok, *a: batch_sizes.append(tok.size(0)) or decode(tok, *a))
+    out, lp = model.generate(idx, 16, temperature=0, attention_mask=mask, eos_id=eos, pad_id=63)
+    assert batch_sizes[0] == 8 and min(batch_sizes) <= 4  # half the rows ended: they left the batch ...
+    assert batch_sizes == sorted(batch_sizes, reverse=True)  # ... for good
+    for i, p in enumerate(prompts):  # every row as if generated alone, ended rows padded after eos with log-prob 0
+        alone, alone_lp = model.generate(torch.tensor([p]), 16, temperature=0, eos_id=eos, pad_id=63)
+        n = alone.size(1) - len(p)
+        assert out[i, T:T + n].tolist() == alone[0, len(p):].tolist()
+        assert (out[i, T + n:] == 63).all() and (lp[i, n:] == 0).all()
+        assert torch.allclose(lp[i, :n], alone_lp[0], atol=1e-5)
+
+
 def test_sampled_logprobs_are_those_of_the_sampling_distribution():
     model = tiny(peaky=False)
     idx, mask = left_pad(PROMPTS)
