@@ -2,7 +2,7 @@
 PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts, the frozen reward model scores the
 answers, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model.
 
-    python ppo.py                                   # out/sft + out/reward -> out/ppo (~5 minutes on 2 CPU cores)
+    python ppo.py                                   # out/sft + out/reward -> out/ppo (~3 minutes on 2 CPU cores)
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
     python ppo.py --target_kl=4                     # adaptive beta toward a KL target (Ziegler et al. 2019)
     python ppo.py --ptx_coef=1 --out_dir=out/ppo_ptx     # PPO-ptx: mix in the pretraining loss
@@ -45,7 +45,7 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     statistics are averaged over ranks. Advantages are whitened per rank.
 14. Deviation: beta = 0.3, not InstructGPT's 0.02. On the embedded world the RM's scores span several units and it
     has blind spots (it likes refusals and terse answers it cannot check); with beta 0.02 (lr 3e-5) the policy
-    reaches KL 11 nats in 20 iterations and the gold score falls from 0.5 to 0.1; 0.3 holds the KL near 1-2 nats.
+    reaches KL 11 nats in 20 iterations and the gold score falls from 0.5 to 0.1; 0.3 holds it below 1 nat.
     See the README for the runs, and `--beta=0` for the over-optimisation the penalty exists to prevent.
 """
 
@@ -77,7 +77,7 @@ class Config:
     labeler: str = "data/assistant/labeler.py"  # only to log the batch's gold score; never in the loss ("" = none)
     out_dir: str = "out/ppo"           # checkpoint and log.jsonl go here
     resume: bool = False               # continue from out_dir/ckpt.pt
-    max_iters: int = 32                # rollout batches (iterations); the gold score plateaus by ~20 here
+    max_iters: int = 32                # rollout batches (iterations); the gold score stops moving by ~20 here
     batch_size: int = 64               # prompts per rollout batch per process
     minibatch_size: int = 16           # answers per PPO update (9)
     ppo_epochs: int = 4                # passes over each rollout batch (9)

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -150,6 +151,17 @@ def test_hh_recipe_runs_every_stage_from_a_tiny_gpt2(tmp_path, monkeypatch):
     GPT(GPTConfig(block_size=128, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)).save_pretrained(
         str(tmp_path / "gpt2"))
     common = ["--compile=false", f"--data_dir={data}"]
+    # pretrain.py continues from the same weights: with lr 0 they come out exactly as they went in
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("train", "val"):
+        np.random.default_rng(0).integers(0, 50257, 4096, dtype=np.uint16).tofile(corpus / f"{split}.bin")
+    (corpus / "meta.json").write_text(json.dumps({"tokenizer": "gpt2", "vocab_size": 50304}))
+    run("pretrain.py", f"--init_from={tmp_path / 'gpt2'}", f"--data_dir={corpus}", f"--out_dir={tmp_path / 'pt'}",
+        "--block_size=32", "--batch_size=2", "--max_iters=2", "--eval_iters=1", "--learning_rate=0", "--min_lr=0")
+    pt = load_checkpoint(tmp_path / "pt", stages=("pretrain",), tokenizer="gpt2")
+    hf = GPT.from_pretrained(str(tmp_path / "gpt2")).state_dict()
+    assert pt["parent"] == str(tmp_path / "gpt2") and all(torch.equal(hf[k], v) for k, v in pt["model"].items())
     run("sft.py", "--config=config/hh_sft.json", f"--init_from={tmp_path / 'gpt2'}", f"--out_dir={tmp_path / 'sft'}",
         "--batch_size=8", "--grad_accum=1", "--learning_rate=1e-3", "--warmup_iters=2", *common)
     sft = load_checkpoint(tmp_path / "sft", stages=("sft",), tokenizer="gpt2")
