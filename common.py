@@ -94,8 +94,9 @@ def setup(device="auto", dtype="auto", seed=1337):
         torch.backends.cudnn.allow_tf32 = True
     device_type = device.split(":")[0]
     torch.manual_seed(seed + rank)  # each rank its own dropout masks and samples
-    if dtype == "auto":  # bf16 where the GPU has it (Ampere and later); fp16 with loss scaling on older GPUs
-        dtype = "float32" if device_type != "cuda" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if dtype == "auto":  # bf16 where the GPU runs it natively (Ampere and later; older ones only emulate it),
+        dtype = "float32" if device_type != "cuda" else \
+            "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"  # else fp16
     if dtype not in ("float32", "bfloat16", "float16"):
         raise SystemExit(f"--dtype={dtype} is not supported; use auto, float32, bfloat16 or float16")
     ctx = contextlib.nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
@@ -274,7 +275,7 @@ def source_of(path):
 def load_checkpoint(path, stages=None, tokenizer=None, hint=""):
     """Load a checkpoint (on the CPU) and check it fits: stage in `stages`, tokenizer equal to `tokenizer`.
     A GPT-2 name or a Hugging Face GPT-2 directory loads as a "pretrain" checkpoint (hf_checkpoint)."""
-    if is_hf_gpt2(path):
+    if not os.path.exists(ckpt_path(path)) and is_hf_gpt2(path):  # a run directory's own ckpt.pt comes first
         ckpt, path = hf_checkpoint(path), str(path)
     else:
         ckpt, path = _read_checkpoint(ckpt_path(path), hint), ckpt_path(path)

@@ -59,7 +59,7 @@ class Config:
     log_interval: int = 10            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"               # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
     compile: bool = False             # torch.compile the policy (GPUs)
 
 
@@ -154,6 +154,8 @@ if __name__ == "__main__":
     step = 0
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # fp16's loss scale, so that a resumed run goes on exactly
+            rt.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], rt)
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else source_of(cfg.init_from)
@@ -172,7 +174,7 @@ if __name__ == "__main__":
             save_checkpoint(cfg.out_dir, {
                 "model": unwrap(model).state_dict(), "model_args": asdict(policy.config), "tokenizer": tok.name,
                 "stage": "dpo", "parent": parent, "config": asdict(cfg), "step": step,
-                "optimizer": optimizer.state_dict(), "rng": rng, **extra})
+                "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict(), "rng": rng, **extra})
 
     t0, step0 = time.time(), step
     policy.train()  # dropout is 0 (5); train mode changes nothing else in a GPT
@@ -185,7 +187,7 @@ if __name__ == "__main__":
             group["lr"] = lr
         pc, pr = pair_logps(model, [train[j] for j in ids.tolist()], tok.pad_id, rt)
         loss, rc, rr = dpo_loss(pc, pr, ref_train[0][ids], ref_train[1][ids], cfg.beta)  # (2)
-        rt.scaler.scale(loss).backward()  # DDP averages the per-rank means: the mean over the global batch (equal shards)
+        rt.scaler.scale(loss).backward()  # DDP averages the per-rank means: the global batch's mean (equal shards)
         clip_and_step(model, optimizer, rt, cfg.grad_clip, loss.item(), step, cfg.out_dir)
         optimizer.zero_grad(set_to_none=True)
         step += 1

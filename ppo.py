@@ -106,7 +106,7 @@ class Config:
     ckpt_interval: int = 8             # iterations between checkpoints (and policy snapshots iter_N.pt)
     seed: int = 1337
     device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"                # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"                # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
     compile: bool = False              # torch.compile policy and value for the updates (GPUs)
 
 
@@ -271,6 +271,8 @@ if __name__ == "__main__":
     it, beta = 0, cfg.beta
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # fp16's loss scale, so that a resumed run goes on exactly
+            rt.scaler.load_state_dict(ckpt["scaler"])
         it, beta = ckpt["step"], ckpt["beta"]
     parent = ckpt["parent"] if cfg.resume else source_of(cfg.init_from)
     policy_w, value_w = wrap(policy, rt, cfg.compile), wrap(value, rt, cfg.compile)
@@ -290,7 +292,7 @@ if __name__ == "__main__":
                            "reward": os.path.abspath(cfg.reward), "config": asdict(cfg), "step": it, "beta": beta}
             save_checkpoint(os.path.join(cfg.out_dir, f"iter_{it}.pt"), policy_only)  # for evaluate.py --snapshots
             save_checkpoint(cfg.out_dir, {**policy_only, "value": unwrap(value_w).state_dict(),
-                                          "optimizer": optimizer.state_dict()})
+                                          "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict()})
 
     while it < cfg.max_iters:
         # ---- (2) rollout: this rank's prompts, left-padded, sampled at temperature T; a pure function of (seed, it)

@@ -69,7 +69,7 @@ class Config:
     log_interval: int = 50          # steps between log lines
     seed: int = 1337
     device: str = "auto"            # auto (cuda if available), cpu, cuda, cuda:1, mps
-    dtype: str = "auto"             # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"             # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
     compile: bool = False           # torch.compile the model (GPUs)
 
 
@@ -138,6 +138,8 @@ if __name__ == "__main__":
                                     rt.device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # fp16's loss scale, so that a resumed run goes on exactly
+            rt.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], rt)
     raw, model = model, wrap(model, rt, cfg.compile)
 
@@ -155,7 +157,8 @@ if __name__ == "__main__":
                 "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": meta["tokenizer"],
                 "stage": "pretrain", "parent": parent, "config": asdict(cfg), "step": step,
-                "optimizer": optimizer.state_dict(), "rng": rng, "val_loss": val_loss})
+                "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict(), "rng": rng,
+                "val_loss": val_loss})
 
     if step == 0 and rt.master:
         logger.log(step, val_loss=estimate_loss(raw, val_data, cfg, rt))

@@ -61,7 +61,7 @@ class Config:
     log_interval: int = 10            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"               # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
     compile: bool = False             # torch.compile the model (GPUs)
 
 

@@ -56,7 +56,7 @@ class Config:
     batch_size: int = 64           # --prompts: rows per generation batch
     seed: int = 1337
     device: str = "auto"           # auto, cpu, cuda, mps
-    dtype: str = "auto"            # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"            # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
 
 
 def left_truncate(ids, limit, what):

@@ -64,7 +64,7 @@ class Config:
     log_interval: int = 20            # steps between log lines
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto (bf16 on CUDA, fp16 on pre-Ampere GPUs, else fp32), float32, bfloat16, float16
+    dtype: str = "auto"               # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
     compile: bool = False             # torch.compile the model (GPUs)
 
 
@@ -139,6 +139,8 @@ if __name__ == "__main__":
     step = 0
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # fp16's loss scale, so that a resumed run goes on exactly
+            rt.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], rt)
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else source_of(cfg.init_from))
@@ -157,7 +159,8 @@ if __name__ == "__main__":
             save_checkpoint(cfg.out_dir, {
                 "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": tok.name, "stage": "sft", "parent": parent, "config": asdict(cfg), "step": step,
-                "optimizer": optimizer.state_dict(), "rng": rng, "val_loss": val_loss})
+                "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict(), "rng": rng,
+                "val_loss": val_loss})
 
     if step == 0:
         logger.log(0, val_loss=evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt))

@@ -65,6 +65,9 @@ def synthetic_hh(root, n_train=16, n_test=4):
 def test_hh_transcripts_become_messages_comparisons_and_counted_drops(tmp_path):
     write_hh(tmp_path / "src" / "helpful-base" / "train.jsonl.gz", GOOD + [e[:2] for e in EDGE])
     write_hh(tmp_path / "src" / "helpful-base" / "test.jsonl.gz", GOOD[:1])
+    write_hh(tmp_path / "src" / "helpful-online" / "train.jsonl.gz", GOOD)  # a subset not asked for
+    (tmp_path / "src" / "red-team-attempts").mkdir()  # as in the HH repository: not comparisons, not read
+    (tmp_path / "src" / "red-team-attempts" / "red_team_attempts.jsonl.gz").write_bytes(b"not read")
     proc = run("data/hh_rlhf/prepare.py", f"--source={tmp_path / 'src'}", f"--out_dir={tmp_path / 'out'}")
     prefs, sft, prompts = (read(tmp_path / "out" / f) for f in ("prefs_train.jsonl", "sft_train.jsonl",
                                                                  "prompts_rl.jsonl"))
@@ -139,6 +142,8 @@ def test_export_script_writes_what_a_server_needs(tmp_path):
     assert config["eos_token_id"] == config["special_tokens"]["<|end|>"] == 260
     ckpt = load_checkpoint(tmp_path / "hf", stages=("pretrain",), tokenizer="bytes")  # any stage can start from it
     assert all(torch.equal(ckpt["model"][k], v) for k, v in model.state_dict().items())
+    model.save_pretrained(str(tmp_path))  # an export beside a run's ckpt.pt: the run's checkpoint still comes first
+    assert load_checkpoint(tmp_path)["stage"] == "sft"
     proc = run("export.py", f"--ckpt={tmp_path / 'nowhere'}", check=False)
     assert proc.returncode != 0 and "no checkpoint at" in proc.stderr
 
@@ -170,9 +175,9 @@ def test_hh_recipe_runs_every_stage_from_a_tiny_gpt2(tmp_path, monkeypatch):
     proc = run("reward.py", "--config=config/hh_reward.json", f"--init_from={tmp_path / 'sft'}",
                f"--out_dir={tmp_path / 'rm'}", "--batch_prompts=8", "--learning_rate=1e-3", "--warmup_iters=2", *common)
     assert "held-out pairwise accuracy" in proc.stdout
-    proc = run("ppo.py", "--config=config/hh_ppo.json", f"--init_from={tmp_path / 'sft'}", f"--reward={tmp_path / 'rm'}",
-               f"--out_dir={tmp_path / 'ppo'}", "--max_iters=2", "--batch_size=4", "--minibatch_size=2",
-               "--max_new_tokens=8", *common)
+    proc = run("ppo.py", "--config=config/hh_ppo.json", f"--init_from={tmp_path / 'sft'}",
+               f"--reward={tmp_path / 'rm'}", f"--out_dir={tmp_path / 'ppo'}", "--max_iters=2", "--batch_size=4",
+               "--minibatch_size=2", "--max_new_tokens=8", *common)
     assert "step 2/2" in proc.stdout
     run("dpo.py", "--config=config/hh_dpo.json", f"--init_from={tmp_path / 'sft'}", f"--out_dir={tmp_path / 'dpo'}",
         "--batch_size=8", *common)

@@ -3,7 +3,7 @@ Anthropic's HH-RLHF (Bai et al. 2022) as this project's files: the real-data rec
 comparisons and prompts, for GPT-2 (gpt2 tokenizer).
 
     python data/hh_rlhf/prepare.py                                   # downloads helpful-base + harmless-base (~50 MB)
-    python data/hh_rlhf/prepare.py --source=path/to/hh-rlhf          # a local copy: a directory of .jsonl.gz files
+    python data/hh_rlhf/prepare.py --source=path/to/hh-rlhf          # a local copy of the HH repository
     python data/hh_rlhf/prepare.py --source=train.jsonl.gz,test.jsonl.gz --out_dir=data/my_hh
 
 Each line of HH is {"chosen": transcript, "rejected": transcript}, a transcript being
@@ -88,18 +88,24 @@ def read_records(path):
     return out
 
 
-def find_sources(source, raw_dir):
-    """[(path, split, family)] from --source (comma-separated files or directories), or the downloaded subsets."""
+def find_sources(source, subsets, raw_dir):
+    """[(path, split, family)] from --source (comma-separated files or directories), or the downloaded subsets.
+    A directory laid out like the HH repository gives <subset>/train.jsonl.gz and <subset>/test.jsonl.gz of each
+    wanted subset (its other files, red-team-attempts say, are not comparisons); any other directory gives the
+    train*.jsonl.gz and test*.jsonl.gz files directly in it."""
     if not source:
         return [(download(subset, split, raw_dir), split, subset.split("-")[0])
-                for subset in SUBSETS for split in ("train", "test")]
+                for subset in subsets for split in ("train", "test")]
     files = []
     for p in source.split(","):
         if os.path.isdir(p):
-            found = sorted(glob.glob(os.path.join(p, "**", "*.jsonl.gz"), recursive=True))
+            found = [f for s in subsets for f in (os.path.join(p, s, "train.jsonl.gz"),
+                                                  os.path.join(p, s, "test.jsonl.gz")) if os.path.exists(f)]
+            found = found or sorted(glob.glob(os.path.join(p, "train*.jsonl.gz")) +
+                                    glob.glob(os.path.join(p, "test*.jsonl.gz")))
             if not found:
-                raise SystemExit(f"{p} holds no .jsonl.gz files; expected HH-RLHF's <subset>/train.jsonl.gz and "
-                                 f"<subset>/test.jsonl.gz")
+                raise SystemExit(f"{p} holds neither <subset>/train.jsonl.gz for --subsets={','.join(subsets)} nor "
+                                 f"train*.jsonl.gz / test*.jsonl.gz files")
             files += found
         elif os.path.isfile(p):
             files.append(p)
@@ -110,8 +116,8 @@ def find_sources(source, raw_dir):
         split = next((s for s in ("train", "test") if os.path.basename(f).startswith(s)), None)
         if split is None:
             raise SystemExit(f"{f}: cannot tell its split; name HH files train*.jsonl.gz or test*.jsonl.gz")
-        family = os.path.basename(os.path.dirname(os.path.abspath(f))).split("-")[0]  # helpful-base -> helpful
-        out.append((f, split, family))
+        parent = os.path.basename(os.path.dirname(os.path.abspath(f)))
+        out.append((f, split, parent.split("-")[0] if parent in subsets else "hh"))  # helpful-base -> helpful
     for split in ("train", "test"):
         if not any(s == split for _, s, _ in out):
             raise SystemExit(f"--source has no {split}*.jsonl.gz file; both HH splits are needed (train for "
@@ -181,10 +187,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Turn Anthropic's HH-RLHF into demonstrations, comparisons, prompts.")
     parser.add_argument("--source", default="", help="comma-separated .jsonl.gz files or directories of them "
                         "(default: download helpful-base and harmless-base into data/hh_rlhf/raw)")
+    parser.add_argument("--subsets", default=",".join(SUBSETS), help="HH subsets to use (others: helpful-online, "
+                        "helpful-rejection-sampled)")
     parser.add_argument("--out_dir", default=here)
     args = parser.parse_args()
 
-    sources = find_sources(args.source, os.path.join(here, "raw"))
+    sources = find_sources(args.source, args.subsets.split(","), os.path.join(here, "raw"))
     out, stats, first = convert(sources)
     for split, c in stats.items():
         drops = [(k, v) for k, v in c.items() if k not in ("read", "kept")]
