@@ -20,12 +20,12 @@ Details implemented here (numbers are referenced in the code):
     allowed to attend to itself only, so its softmax is finite (its output is never used).
  5. Generation with a KV cache preallocated for prompt + new tokens; the prompts are prefilled in one pass and each
     step feeds one token per row. A step has fixed shapes (it attends over the whole cache, masked to the columns
-    written so far), so on a GPU it is recorded once as a CUDA graph and replayed: at small batches launching a
-    step's kernels one by one from Python costs more than running them. Rows that emit `eos_id` are finished: they
-    get `pad_id` from then on while the other rows go on, and generation stops early when every row is done. Once
-    half the rows in the batch have finished they are dropped from it (cache and state compacted, a new graph
-    recorded), so answers that end early stop costing compute: at most log2(B) compactions per call.
-    temperature=0 is greedy.
+    written so far) and its inputs are updated in place, so on a GPU it is recorded once as a CUDA graph and
+    replayed: at small batches launching a step's kernels one by one from Python costs more than running them (on a
+    CPU the same tensors go through an eager call). Rows that emit `eos_id` are finished: they get `pad_id` from then
+    on while the other rows go on, and generation stops early when every row is done. Once half the rows in the
+    batch have finished they are dropped from it (cache and state compacted, a new graph recorded), so answers that
+    end early stop costing compute: at most log2(B) compactions per call. temperature=0 is greedy.
  6. Log-probs of the sampled tokens under the distribution actually sampled from (logits / T, after any top-k /
     top-p filtering) are returned too: PPO needs them (and uses T > 0 with no top-k / top-p).
  7. The loss is the mean cross-entropy over targets that are not -1, and 0 (not NaN) when none are.
@@ -249,8 +249,8 @@ class GPT(nn.Module):
         key_mask = torch.zeros(B, 1, 1, S, dtype=torch.bool, device=device)  # real keys written so far
         key_mask[:, 0, 0, :T] = attention_mask.bool()
 
-        def step():  # logits (B, V) of the next token
-            return self.lm_head(self._decode(tok, pos, key_mask, cache, slot)).float()
+        def step(*state):  # logits (B, V) of the next token
+            return self.lm_head(self._decode(*state)).float()
         replay = None
         n = 0
         for n in range(1, max_new_tokens + 1):
@@ -278,15 +278,14 @@ class GPT(nn.Module):
                     active, done, nxt = active[keep], done[keep], nxt[keep]
                     tok, pos, key_mask = tok[keep], pos[keep], key_mask[keep]
                     cache = [(k[keep], v[keep]) for k, v in cache]
-                    replay = None  # a new batch size: record a new CUDA graph
+                    replay = None  # new tensors: the old replay (a CUDA graph) is bound to the old ones
+            # (5) the state is updated in place: replay() runs on these very tensors
             tok.copy_(nxt.unsqueeze(1))
             pos += 1
             slot.fill_(T + n - 1)
             key_mask[:, 0, 0, T + n - 1] = True
-            if device.type != "cuda":
-                logits = step()
-            elif replay is None:  # (5) on a GPU the first step is recorded as a CUDA graph, the others replay it
-                logits, replay = _cuda_graph(step, device)
+            if replay is None:  # the first step, and the first after a compaction, records the step; others replay
+                logits, replay = _replayable(step, (tok, pos, key_mask, cache, slot), device)
             else:
                 logits = replay()
         return tokens[:, :T + n], logprobs[:, :n]
@@ -362,20 +361,25 @@ class GPT(nn.Module):
         os.replace(os.path.join(path, "config.json.tmp"), os.path.join(path, "config.json"))
 
 
-def _cuda_graph(fn, device):
-    """(5) Run fn() once eagerly on a side stream (its warm-up; its output is returned), then record it as a CUDA
-    graph: at batch 1 a 124M model's step is ~200 small kernels, and launching them from Python costs more than running
-    them. Returns (output, replay), replay() running fn again on the current contents of its input tensors and
-    returning its output tensor (overwritten by the next replay). The graph lives only as long as replay."""
+def _replayable(fn, args, device):
+    """(5) Run fn(*args) once and return (its output, replay): replay() runs fn again on the current contents of the
+    same tensors args, which the caller updates in place between calls, and returns its output.
+
+    On a GPU replay is a CUDA graph: at batch 1 a 124M model's step is ~200 small kernels, and launching them from
+    Python costs more than running them. The graph holds the addresses of args and of its output (overwritten by the
+    next replay), so new tensors (a compacted batch) need a new replayable. On a CPU replay calls fn(*args) with the
+    same binding, so the CPU tests check the same contract the GPU's graph relies on."""
+    if device.type != "cuda":
+        return fn(*args), lambda: fn(*args)
     with torch.cuda.device(device):
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # the warm-up runs on a side stream, as torch.cuda.graph asks
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            out = fn()  # also fills autocast's cache of bf16 weights, so the graph only reads it
+            out = fn(*args)  # also fills autocast's cache of bf16 weights, so the graph only reads it
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = fn()
+            static_out = fn(*args)
 
     def replay():
         graph.replay()
