@@ -1,9 +1,13 @@
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 import sysconfig
+import traceback
 
 import pytest
 import torch
@@ -18,9 +22,38 @@ TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32"]
 
 
 def run(*args, check=True, stdin=None):
-    """Run a repo script as a user would (python script.py --flag=value ...) from the repo root."""
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, input=stdin,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    """Run a repo script as a user would (python script.py --flag=value ...) from the repo root, and return what
+    subprocess.run would: returncode, stdout, stderr.
+
+    A script runs in this process, as __main__ through runpy, exactly the file `python script.py` would run: a new
+    interpreter would spend ~3 s importing torch each time, most of the suite's time. What a script changes in the
+    process (argv, stdin, sys.path, the working directory) is put back afterwards; an exit status or an uncaught
+    exception becomes the returncode, its message or traceback stderr, as from a real process."""
+    if not args[0].endswith(".py"):
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, input=stdin,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    else:
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        saved = sys.argv, sys.stdin, list(sys.path), os.getcwd()
+        script = os.path.join(ROOT, args[0])
+        sys.argv, sys.stdin = [script, *args[1:]], io.StringIO(stdin or "")
+        sys.path.insert(0, os.path.dirname(script))  # as python does for a script
+        os.chdir(ROOT)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    runpy.run_path(script, run_name="__main__")
+                except SystemExit as e:  # sys.exit(2), sys.exit(), or raise SystemExit("message") -> 1
+                    code = e.code or 0 if e.code is None or isinstance(e.code, int) else 1
+                    if code == 1 and not isinstance(e.code, int):
+                        print(e.code, file=sys.stderr)
+                except Exception:
+                    code = 1
+                    traceback.print_exc()
+        finally:
+            sys.argv, sys.stdin, sys.path[:] = saved[:3]
+            os.chdir(saved[3])
+        proc = subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -11,8 +11,7 @@ TINY = ["--preset=", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=3
         "--steps=2", "--warmup=1", "--prompt_len=8", "--new_tokens=12", "--device=cpu"]
 
 
-def test_bench_reports_training_and_generation_numbers(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a tiny model: threads only contend
+def test_bench_reports_training_and_generation_numbers(tmp_path):
     out = tmp_path / "bench.json"
     proc = run("bench.py", *TINY, "--peak_flops=1e12", f"--out={out}")
     r = json.loads(out.read_text())
