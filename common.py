@@ -7,6 +7,7 @@ framework: every training loop stays in its own script.
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -142,6 +143,21 @@ def get_lr(step, learning_rate, min_lr, warmup_iters, decay_iters):
         return min_lr
     ratio = (step - warmup_iters) / max(1, decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def load_labeler(path, required=False):
+    """A dataset's labeler module (score(record, response), rank(...)) loaded from its file, or None for an empty
+    path unless required. By path, not by name: a labeler.py elsewhere, or one named like a module of this
+    repository, is the file given."""
+    if not path and not required:
+        return None
+    if not os.path.isfile(path):
+        hint = "" if required else "; pass --labeler='' to run without the gold metric"
+        raise SystemExit(f"labeler {path!r} not found (--labeler= names the dataset's labeler.py){hint}")
+    spec = importlib.util.spec_from_file_location("labeler", path)  # not put in sys.modules
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def clip_and_step(model, optimizer, rt, grad_clip, loss, step, out_dir):

@@ -37,13 +37,12 @@ import glob
 import json
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass
 
 import torch
 
 import common
-from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, \
+from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, load_labeler, \
     model_from_checkpoint, parse_config, read_jsonl, setup
 from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
 from tokenizer import get_tokenizer
@@ -199,8 +198,7 @@ def fmt(x, spec=".3f"):
 if __name__ == "__main__":
     cfg = parse_config(Config)
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(cfg.labeler)))
-    labeler = __import__(os.path.basename(cfg.labeler).removesuffix(".py"))  # (3) the hidden human of this dataset
+    labeler = load_labeler(cfg.labeler, required=True)  # (3) the hidden human of this dataset
 
     records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), check_prompt,
                          hint="run python data/assistant/prepare.py")

@@ -62,8 +62,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_step, configure_optimizer, get_lr,
-                    load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint, setup, source_of,
-                    unwrap, wrap)
+                    load_checkpoint, load_labeler, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint,
+                    setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig
 from reward import load_reward_model
 from tokenizer import get_tokenizer
@@ -216,16 +216,6 @@ def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
             out["values"].append(value(x, m)[:, P - 1:-1].float())
             out["score"].append(rm(x, m).float())                         # (4) at the last real token
     return {k: torch.cat(v) for k, v in out.items()}
-
-
-def load_labeler(path):
-    """The dataset's labeler module (only to log a gold score), or None."""
-    if not path:
-        return None
-    if not os.path.exists(path):
-        raise SystemExit(f"labeler {path} not found; pass --labeler='' to run without the gold metric")
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
-    return __import__(os.path.basename(path).removesuffix(".py"))
 
 
 def check_prompt(record):

@@ -1,11 +1,14 @@
 """evaluate.py with every row of the table on tiny checkpoints: names, win rates, KL, the over-optimisation table."""
 import json
 import math
+import sys
+import types
 
+import pytest
 import torch
 
 from conftest import read, run
-from common import save_checkpoint
+from common import load_labeler, save_checkpoint
 from evaluate import first_demonstrations, prose, win_rate
 from test_ppo import tiny_checkpoints
 
@@ -49,3 +52,15 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert set(res["reward_model"]) >= {"val_accuracy", "length_baseline_accuracy"}
     assert [s["step"] for s in res["overoptimisation"]["snapshots"]] == [0, 1, 2]
     assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout
+
+
+def test_the_labeler_is_the_file_given_not_a_module_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "labeler", types.SimpleNamespace(score=lambda record, response: 1.0))
+    for name in ("labeler.py", "common.py"):  # another dataset's labeler, or one named like a repository module
+        (tmp_path / name).write_text("def score(record, response):\n    return 0.25\n")
+        assert load_labeler(str(tmp_path / name)).score({}, "anything") == 0.25
+    assert load_labeler("") is None  # ppo.py --labeler= : no gold metric
+    with pytest.raises(SystemExit, match="not found"):
+        load_labeler(str(tmp_path / "nowhere.py"), required=True)
+    with pytest.raises(SystemExit, match="not found"):
+        load_labeler("", required=True)
