@@ -95,7 +95,8 @@ _cache = {}
 
 
 def get_tokenizer(name):
-    """The tokenizer called name ("bytes" or "gpt2"), built once per process."""
-    if name not in _cache:
-        _cache[name] = Tokenizer(name)
-    return _cache[name]
+    """The tokenizer called name ("bytes" or "gpt2"), built once per process and GPT2_TIKTOKEN (the file it reads)."""
+    key = (name, os.environ.get("GPT2_TIKTOKEN"))
+    if key not in _cache:
+        _cache[key] = Tokenizer(name)
+    return _cache[key]

@@ -67,6 +67,14 @@ def test_gpt2_encoding_matches_openai_ids(monkeypatch):
     assert tok.decode(tok.encode("naïve café ünïcode")) == "naïve café ünïcode"
 
 
+def test_get_tokenizer_reads_the_gpt2_file_gpt2_tiktoken_names_now(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2_TIKTOKEN", os.path.join(SHARED, "tokenizers", "gpt2.tiktoken"))
+    assert get_tokenizer("gpt2").encode("Hello world") == [15496, 995]
+    monkeypatch.setenv("GPT2_TIKTOKEN", str(tmp_path / "missing.tiktoken"))  # not the one built a moment ago
+    with pytest.raises(OSError):
+        get_tokenizer("gpt2")
+
+
 def test_bad_roles_and_unknown_tokenizers_are_named():
     tok = get_tokenizer("bytes")
     with pytest.raises(ValueError, match="'robot' is not one of system, user, assistant"):
