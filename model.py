@@ -368,9 +368,13 @@ def _replayable(fn, args, device):
     On a GPU replay is a CUDA graph: at batch 1 a 124M model's step is ~200 small kernels, and launching them from
     Python costs more than running them. The graph holds the addresses of args and of its output (overwritten by the
     next replay), so new tensors (a compacted batch) need a new replayable. On a CPU replay calls fn(*args) with the
-    same binding, so the CPU tests check the same contract the GPU's graph relies on."""
+    same binding and writes into one output tensor, so the CPU tests check the contract the GPU's graph relies on."""
     if device.type != "cuda":
-        return fn(*args), lambda: fn(*args)
+        out = fn(*args)
+
+        def overwrite():  # one output tensor, overwritten by every replay, as the graph's static output is
+            return out.copy_(fn(*args))
+        return out, overwrite
     with torch.cuda.device(device):
         stream = torch.cuda.Stream()  # the warm-up runs on a side stream, as torch.cuda.graph asks
         stream.wait_stream(torch.cuda.current_stream())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 import traceback
+import warnings
 
 import pytest
 import torch
@@ -28,7 +29,9 @@ def run(*args, check=True, stdin=None):
     A script runs in this process, as __main__ through runpy, exactly the file `python script.py` would run: a new
     interpreter would spend ~3 s importing torch each time, most of the suite's time. What a script changes in the
     process (argv, stdin, sys.path, the working directory) is put back afterwards; an exit status or an uncaught
-    exception becomes the returncode, its message or traceback stderr, as from a real process."""
+    exception becomes the returncode, its message, traceback or warnings stderr, as from a real process. Modules a
+    script imports stay loaded, so the scripts load what depends on a path or the environment accordingly
+    (common.load_labeler by path, tokenizer.get_tokenizer per GPT2_TIKTOKEN)."""
     if not args[0].endswith(".py"):
         proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, input=stdin,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -40,12 +43,15 @@ def run(*args, check=True, stdin=None):
         sys.path.insert(0, os.path.dirname(script))  # as python does for a script
         os.chdir(ROOT)
         try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+                warnings.simplefilter("default")  # a script's warnings go to its stderr, as from a process
+                warnings.showwarning = lambda m, c, f, n, file=None, line=None: print(
+                    warnings.formatwarning(m, c, f, n, line), end="", file=sys.stderr)
                 try:
                     runpy.run_path(script, run_name="__main__")
                 except SystemExit as e:  # sys.exit(2), sys.exit(), or raise SystemExit("message") -> 1
-                    code = e.code or 0 if e.code is None or isinstance(e.code, int) else 1
-                    if code == 1 and not isinstance(e.code, int):
+                    code = (e.code or 0) % 256 if e.code is None or isinstance(e.code, int) else 1
+                    if not (e.code is None or isinstance(e.code, int)):
                         print(e.code, file=sys.stderr)
                 except Exception:
                     code = 1
