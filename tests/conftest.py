@@ -23,8 +23,8 @@ TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32"]
 
 
 def run(*args, check=True, stdin=None):
-    """Run a repo script as a user would (python script.py --flag=value ...) from the repo root, and return what
-    subprocess.run would: returncode, stdout, stderr.
+    """Run a repo script (a .py path from the repo root) as a user would (python script.py --flag=value ...), and
+    return what subprocess.run would: returncode, stdout, stderr.
 
     A script runs in this process, as __main__ through runpy, exactly the file `python script.py` would run: a new
     interpreter would spend ~3 s importing torch each time, most of the suite's time. What a script changes in the
@@ -32,34 +32,32 @@ def run(*args, check=True, stdin=None):
     exception becomes the returncode, its message, traceback or warnings stderr, as from a real process. Modules a
     script imports stay loaded, so the scripts load what depends on a path or the environment accordingly
     (common.load_labeler by path, tokenizer.get_tokenizer per GPT2_TIKTOKEN)."""
-    if not args[0].endswith(".py"):
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, input=stdin,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    else:
-        out, err, code = io.StringIO(), io.StringIO(), 0
-        saved = sys.argv, sys.stdin, list(sys.path), os.getcwd()
-        script = os.path.join(ROOT, args[0])
-        sys.argv, sys.stdin = [script, *args[1:]], io.StringIO(stdin or "")
-        sys.path.insert(0, os.path.dirname(script))  # as python does for a script
-        os.chdir(ROOT)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
-                warnings.simplefilter("default")  # a script's warnings go to its stderr, as from a process
-                warnings.showwarning = lambda m, c, f, n, file=None, line=None: print(
-                    warnings.formatwarning(m, c, f, n, line), end="", file=sys.stderr)
-                try:
-                    runpy.run_path(script, run_name="__main__")
-                except SystemExit as e:  # sys.exit(2), sys.exit(), or raise SystemExit("message") -> 1
-                    code = (e.code or 0) % 256 if e.code is None or isinstance(e.code, int) else 1
-                    if not (e.code is None or isinstance(e.code, int)):
-                        print(e.code, file=sys.stderr)
-                except Exception:
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    saved = sys.argv, sys.stdin, list(sys.path), os.getcwd()
+    script = os.path.join(ROOT, args[0])
+    sys.argv, sys.stdin = [script, *args[1:]], io.StringIO(stdin or "")
+    sys.path.insert(0, os.path.dirname(script))  # as python does for a script
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")  # a script's warnings go to its stderr, as from a process
+            warnings.showwarning = lambda m, c, f, n, file=None, line=None: print(
+                warnings.formatwarning(m, c, f, n, line), end="", file=sys.stderr)
+            try:
+                runpy.run_path(script, run_name="__main__")
+            except SystemExit as e:
+                if e.code is None or isinstance(e.code, int):  # sys.exit(), sys.exit(2)
+                    code = (e.code or 0) % 256
+                else:  # raise SystemExit("message"): python prints the message and exits 1
                     code = 1
-                    traceback.print_exc()
-        finally:
-            sys.argv, sys.stdin, sys.path[:] = saved[:3]
-            os.chdir(saved[3])
-        proc = subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                code = 1
+                traceback.print_exc()
+    finally:
+        sys.argv, sys.stdin, sys.path[:] = saved[:3]
+        os.chdir(saved[3])
+    proc = subprocess.CompletedProcess([sys.executable, *args], code, out.getvalue(), err.getvalue())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
