@@ -20,8 +20,10 @@ Details implemented here:
  4. Sequences are padded on the right, one conversation per row, never packed: causal attention then never lets a
     token see another conversation or a pad (pads come after every real token of their row), so no mask is needed.
  5. Cosine decay with warmup (InstructGPT trained 16 epochs with cosine decay; our small model overfits sooner, so the
-    default is 3 epochs). Residual dropout 0.1 (InstructGPT used 0.2 on 1.3B-175B models; a 0.85M model trained
-    for a few epochs needs less).
+    default is 3 epochs). No dropout by default (InstructGPT used residual dropout 0.2 on 1.3B-175B models). The
+    0.85M model on the embedded world has no capacity to spare: from the same pretrained model, dropout 0.1 gave
+    SFT val loss 0.113 and gold 0.522 on the 240 held-out prompts, dropout 0 gave 0.058 and 0.612 (knowledge 0.309
+    -> 0.418), in half the time (dropout's masks cost a third of a CPU step). --dropout=0.1 for larger models.
  6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped. Batches are
     plain shuffles (no grouping by length: here length tracks the instruction family, and batches of one family
     are not the i.i.d. batches SFT assumes).
@@ -59,7 +61,7 @@ class Config:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0            # clip the global gradient norm; 0 disables
-    dropout: float = 0.1              # residual / attention dropout while fine-tuning (5)
+    dropout: float = 0.0              # residual / attention dropout while fine-tuning (5)
     eval_interval: int = 100          # steps between val-loss evaluations and checkpoints
     log_interval: int = 20            # steps between log lines
     seed: int = 1337

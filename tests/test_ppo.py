@@ -111,7 +111,7 @@ def test_rollout_logprobs_equal_a_fresh_forward_on_the_left_padded_batch():
 
 
 def tiny_checkpoints(tmp_path, dropout=0.1):
-    """A random tiny SFT policy (with dropout in its config, as sft.py leaves it) and a random tiny RM."""
+    """A random tiny SFT policy (with dropout in its config, as sft.py --dropout=0.1 leaves it) and a random tiny RM."""
     torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=160, vocab_size=320, dropout=dropout)
     sft = GPT(config)
