@@ -14,10 +14,10 @@ Details implemented here:
  3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table
     gives the mean per instruction family and overall, and the "ideal" row scores the data's reference answers
     (the best achievable).
- 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint); and, on fresh
-    samples of the SFT policy (rm_samples per prompt, temperature 1), the Spearman rank correlation of RM score and
-    gold score within each prompt (what PPO and best-of-n rely on) and across all answers (RM scores need not be
-    comparable across prompts), with the gold score of the RM's pick among each prompt's samples.
+ 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint); and, on the
+    best-of-N candidates (9: N samples of the SFT policy per prompt, temperature 1), the Spearman rank correlation
+    of RM score and gold score within each prompt (what PPO and best-of-n rely on) and across all answers (RM
+    scores need not be comparable across prompts).
  5. Win rate against the SFT policy, prompt by prompt on the gold score (a tie counts half), with a 95% interval.
  6. KL to SFT: one answer per prompt sampled at T = 1 from the policy, sum over its tokens of log pi - log pi_sft
     (the k1 estimate of KL per answer; PPO's penalty measures the same thing). Mean answer length in characters.
@@ -29,6 +29,8 @@ Details implemented here:
     the prompt in the same prose, and the answer is what the model writes inside Tom's opening quote.
  9. best_of_N (with --reward): the RM's favourite of N answers of the SFT policy sampled at T = 1 (WebGPT;
     reward.best_of_n). Its KL to SFT is the exact value for best-of-n, log N - (N - 1) / N (Stiennon et al. 2020).
+    From the same candidates, best-of-n for n = 1, 2, 4, ..., N (the first n of a prompt's N are n independent
+    samples): gold and RM score against that KL, the best-of-n over-optimisation curve of Gao et al. 2022.
 10. --snapshots=DIR: reward over-optimisation (Gao et al. 2022): gold and RM score of the greedy answers of each
     PPO snapshot DIR/iter_*.pt against its KL to SFT. PPO's reward is the RM; the gold score is what it stands for.
 """
@@ -54,8 +56,7 @@ class Config:
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
     reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
-    rm_samples: int = 4                       # with --reward: SFT samples per prompt on which RM and gold are compared (0: skip)
-    best_of: int = 8                          # with --reward: a best_of_N row (9); 0 = none
+    best_of: int = 8                          # with --reward: a best_of_N row and curve (4, 9); 0 = none
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
     snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
     out_dir: str = "out/eval"                # results.json goes here
@@ -210,7 +211,7 @@ if __name__ == "__main__":
         return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
 
     results = {"policies": {}, "settings": asdict(cfg)}
-    rm, sft_ckpt = None, None
+    rm, sft_ckpt, picks = None, None, []
     if cfg.reward:
         rm, rm_ckpt = load_reward_model(cfg.reward)
         rm.to(rt.device)
@@ -294,25 +295,29 @@ if __name__ == "__main__":
         print(f"{'iteration':>10}{'kl to sft':>11}{'rm':>8}{'gold':>8}")
         for row in steps:
             print(f"{row['step']:>10}{row['kl_to_sft']:>11.2f}{fmt(row.get('rm_score')):>8}{row['gold_score']:>8.3f}")
-    if rm is not None and sft_ckpt is not None and cfg.rm_samples > 1:  # (4) does the RM order SFT samples as gold?
-        k = cfg.rm_samples
-        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-        many = [r for r in records for _ in range(k)]
-        texts, finished = answer(sft_ckpt, many, cfg, rt, temperature=1.0, generator=g)
-        gold = [labeler.score(r, t) for r, t in zip(many, texts)]
-        proxy = rm_scores(rm, get_tokenizer(sft_ckpt["tokenizer"]), many, texts, finished, rt)
-        within = [spearman(proxy[i:i + k], gold[i:i + k])
-                  for i in range(0, len(many), k) if len(set(gold[i:i + k])) > 1]  # prompts whose samples differ
-        stats = {"spearman_within_prompt": sum(within) / max(len(within), 1), "spearman_all": spearman(proxy, gold),
-                 "best_of_n_gold": sum(gold[i + max(range(k), key=lambda j: proxy[i + j])]
-                                       for i in range(0, len(many), k)) / len(records),
-                 "sample_gold": sum(gold) / len(gold), "samples_per_prompt": k}
+    if picks:  # (4) and (9) on the best-of-N candidates: does the RM order SFT samples as gold does?
+        tok, n_max = get_tokenizer(sft_ckpt["tokenizer"]), cfg.best_of
+        proxy = [[score for _, _, score in p[3]] for p in picks]                             # (prompts, N)
+        gold = [[labeler.score(r, tok.decode(ids)) for ids, _, _ in p[3]] for r, p in zip(records, picks)]
+        curve = []
+        for n in sorted({2 ** i for i in range(n_max.bit_length())} | {n_max}):  # 1, 2, 4, ..., N
+            best = [max(range(n), key=lambda j: row[j]) for row in proxy]  # first of ties, as best_of_n
+            curve.append({"n": n, "kl_to_sft": math.log(n) - (n - 1) / n,
+                          "rm_score": sum(row[j] for row, j in zip(proxy, best)) / len(records),
+                          "gold_score": sum(row[j] for row, j in zip(gold, best)) / len(records)})
+        results["best_of_n"] = curve
+        print(f"\nbest-of-n (Gao et al. 2022): the RM's pick of the first n of {n_max} SFT samples (T=1) per prompt")
+        print(f"{'n':>10}{'kl to sft':>11}{'rm':>8}{'gold':>8}")
+        for row in curve:
+            print(f"{row['n']:>10}{row['kl_to_sft']:>11.2f}{row['rm_score']:>8.3f}{row['gold_score']:>8.3f}")
+        within = [spearman(p, g) for p, g in zip(proxy, gold) if len(set(g)) > 1]  # prompts whose samples differ
+        stats = {"spearman_within_prompt": sum(within) / max(len(within), 1),
+                 "spearman_all": spearman(sum(proxy, []), sum(gold, [])), "samples_per_prompt": n_max}
         results["reward_model"].update(stats)
         print(f"reward model: held-out pairwise accuracy {rm_ckpt['val_accuracy']:.3f} (longer-answer baseline "
-              f"{rm_ckpt['length_baseline_accuracy']:.3f}). On {k} SFT samples (T=1) per prompt: Spearman(RM, gold) "
-              f"{stats['spearman_within_prompt']:.3f} within a prompt (mean over {len(within)} prompts), "
-              f"{stats['spearman_all']:.3f} across all; the RM's pick of the {k} scores {stats['best_of_n_gold']:.3f} "
-              f"gold vs {stats['sample_gold']:.3f} for a random sample")
+              f"{rm_ckpt['length_baseline_accuracy']:.3f}). On those {n_max} samples per prompt: Spearman(RM, gold) "
+              f"{stats['spearman_within_prompt']:.3f} within a prompt (mean over {len(within)} prompts whose "
+              f"samples differ in gold), {stats['spearman_all']:.3f} across all")
     os.makedirs(cfg.out_dir, exist_ok=True)
     with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--tiny" ]]; then  # the same commands, each cut to seconds; n
     SFT=(--epochs=0.25 --batch_size=256 --eval_interval=10)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
-    EVAL=(--max_new_tokens=8 --best_of=2 --rm_samples=2)
+    EVAL=(--max_new_tokens=8 --best_of=2)
 fi
 
 stage() { echo; echo "== $1"; SECONDS=0; }

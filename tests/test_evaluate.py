@@ -36,7 +36,7 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         "--learning_rate=3e-3")
     out = tmp_path / "eval"
     proc = run("evaluate.py", f"--policies={tmp_path / 'pt'},{sft},{ppo}", f"--data_dir={world}", f"--reward={rm}",
-               "--max_new_tokens=8", "--best_of=2", "--rm_samples=2", f"--snapshots={ppo}", f"--out_dir={out}")
+               "--max_new_tokens=8", "--best_of=2", f"--snapshots={ppo}", f"--out_dir={out}")
     res = json.load(open(out / "results.json"))
     pol = res["policies"]
     assert list(pol) == ["gpt", "gpt_prompted", "sft", "ppo", "best_of_2"]
@@ -49,6 +49,11 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert pol["sft"]["kl_to_sft"] == 0.0 and pol["ppo"]["kl_to_sft"] != 0.0
     assert pol["gpt"]["kl_to_sft"] is None and pol["gpt_prompted"]["few_shot_mean"] > 0
     assert pol["best_of_2"]["kl_to_sft"] == math.log(2) - 0.5
+    # the best-of-n curve on the same candidates: n = 1 is a plain T=1 sample, n = N is the best_of_N row
+    curve = res["best_of_n"]
+    assert [c["n"] for c in curve] == [1, 2] and [c["kl_to_sft"] for c in curve] == [0.0, math.log(2) - 0.5]
+    assert curve[-1]["gold_score"] == pol["best_of_2"]["gold_score"]
+    assert curve[1]["rm_score"] >= curve[0]["rm_score"]  # the pick of two scores at least the first one
     assert set(res["reward_model"]) >= {"val_accuracy", "length_baseline_accuracy"}
     assert [s["step"] for s in res["overoptimisation"]["snapshots"]] == [0, 1, 2]
     assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout

@@ -93,11 +93,12 @@ def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
     sft = tmp_path / "sft"
     run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={sft}", "--epochs=0.1", "--batch_size=200")
     proc = run("evaluate.py", f"--policies={pt},{sft}", f"--data_dir={world}", f"--reward={out}",
-               "--max_new_tokens=8", "--rm_samples=3", f"--out_dir={tmp_path / 'eval'}")
+               "--max_new_tokens=8", "--best_of=3", f"--out_dir={tmp_path / 'eval'}")
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert res["reward_model"]["val_accuracy"] == ckpt["val_accuracy"]
     assert isinstance(res["policies"]["gpt"]["rm_score"], float)
     assert -1 <= res["reward_model"]["spearman_within_prompt"] <= 1 and "Spearman(RM, gold)" in proc.stdout
+    assert res["reward_model"]["samples_per_prompt"] == 3 and [c["n"] for c in res["best_of_n"]] == [1, 2, 3]
 
 
 def test_sampled_answers_are_labeled_into_comparisons(world, tiny_pt, tmp_path):
