@@ -79,14 +79,14 @@ def bare_prompt(messages):
     return " ".join(m["content"] for m in messages) + " "
 
 
-def answer(ckpt, records, cfg, rt, temperature=0.0, generator=None):
-    """The policy's answer to each record (text, and whether it ended by itself)."""
+def answer(ckpt, records, cfg, rt):
+    """(1) The policy's greedy answer to each record (text, and whether it ended by itself)."""
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
     chat = ckpt["stage"] != "pretrain"
     prompts = [tok.render_prompt(r["messages"]) if chat else tok.encode(bare_prompt(r["messages"])) for r in records]
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id if chat else tok.eot_id, cfg.max_new_tokens,
-                           temperature=temperature, batch_size=cfg.batch_size, generator=generator)
+                           batch_size=cfg.batch_size)
     return [tok.decode(ids) for ids, _ in out], [finished for _, finished in out]
 
 
