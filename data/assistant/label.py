@@ -1,12 +1,14 @@
 """
 The labeling step: the hidden human ranks the SFT model's answers, turning samples into comparisons.
 
-    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=1 \
         --max_new_tokens=64 --out=out/samples.jsonl
     python data/assistant/label.py --samples=out/samples.jsonl     # -> data/assistant/prefs_{train,val}.jsonl
 
-As InstructGPT collected its comparisons: K answers per prompt sampled from the SFT model (K = 4 by default; the paper
-used 4 to 9), ranked by a labeler (labeler.rank). Equal answers, or answers the labeler scores the same, are ties and
+As InstructGPT collected its comparisons: K answers per prompt sampled from the SFT model (run.sh takes K = 6; the
+paper used 4 to 9), ranked by a labeler (labeler.rank). Sampled at temperature 1, the SFT model writes each
+preference axis's good form about as often as its demonstrators did (40%), so most prompts' K answers contrast the
+mediocre and the good form of their axis: the contrast the reward model learns the axis from. Equal answers, or answers the labeler scores the same, are ties and
 make no pair. Training comparisons carry the labeler's disagreement noise (--noise); the validation split is always
 ranked without noise, so held-out accuracy is measured against the labeler's true preference. Prompts whose answers
 all tie teach nothing and are left out (counted).
@@ -34,7 +36,7 @@ def main():
 
     if not os.path.exists(args.samples):
         raise SystemExit(f"{args.samples} not found: sample answers first (python sample.py --ckpt=out/sft "
-                         f"--prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 "
+                         f"--prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=1 "
                          f"--out={args.samples})")
     rng = random.Random(args.seed)
     splits, all_tied = {"train": [], "val": []}, 0
