@@ -11,16 +11,25 @@ Details implemented here:
  2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
     (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text joined by spaces; its answer is what it
     writes next, up to <|endoftext|> or the length limit.
- 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) scores each answer; the table
-    gives the mean per instruction family and overall, and the "ideal" row scores the data's reference answers
-    (the best achievable).
- 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint); and, on the
-    best-of-N candidates (9: N samples of the SFT policy per prompt, temperature 1), the Spearman rank correlation
-    of RM score and gold score within each prompt (what PPO and best-of-n rely on) and across all answers (RM
-    scores need not be comparable across prompts).
- 5. Win rate against the SFT policy, prompt by prompt on the gold score (a tie counts half), with a 95% interval.
- 6. KL to SFT: one answer per prompt sampled at T = 1 from the policy, sum over its tokens of log pi - log pi_sft
-    (the k1 estimate of KL per answer; PPO's penalty measures the same thing). Mean answer length in characters.
+ 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) judges each answer once,
+    judge(record, answer) -> (score, reasons); the table gives the mean score per instruction family and overall,
+    and the "ideal" row scores the data's reference answers (the best achievable). A labeler that gives no reasons
+    (no judge, applies and AXES) stops the run at start-up, before any model is loaded.
+ 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint) and its report
+    card (12); and, on the best-of-N candidates (9: N samples of the SFT policy per prompt, temperature 1), the
+    Spearman rank correlation of RM score and gold score within each prompt (what PPO and best-of-n rely on) and
+    across all answers (RM scores need not be comparable across prompts).
+ 5. Win rate against the SFT policy, prompt by prompt on the gold score: wins W, ties T and losses L of n prompts,
+    the win rate (W + T/2) / n, and a 95% interval that stays honest when most prompts tie: conditional on the
+    D = W + L decisive prompts, the exact (Clopper-Pearson) interval [lo, hi] for p = W / D, mapped to the win rate
+    with ties counting half, 0.5 + D/n (p - 0.5) ([0.5, 0.5] when D = 0); and the exact two-sided sign test on the
+    decisive prompts. The normal approximation over prompts (mean +- 1.96 sd / sqrt(n)) is too narrow then: for
+    8 W / 2 L / 230 T it gave [0.4997, 0.5253], all but excluding 0.5, while the sign test gives p = 0.11.
+ 6. KL to SFT: t1_samples answers per prompt sampled at T = 1 from the policy, the sum over each one's tokens of
+    log pi - log pi_sft (the k1 estimate of KL per answer; PPO's penalty measures the same thing), averaged over
+    the answers. The same samples give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
+    win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it, with the
+    interval of (5) over the n * t1_samples pairs. Mean answer length in characters.
  7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), gpt_prompted, sft, ppo (ppo_ptx when
     trained with --ptx_coef), dpo, and best_of_N.
  8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3's in-context learning): up to few_shot
@@ -28,11 +37,24 @@ Details implemented here:
     the corpus writes conversations (Mia asked Tom, "..." Tom said, "..."), as many as fit in the context; then
     the prompt in the same prose, and the answer is what the model writes inside Tom's opening quote.
  9. best_of_N (with --reward): the RM's favourite of N answers of the SFT policy sampled at T = 1 (WebGPT;
-    reward.best_of_n). Its KL to SFT is the exact value for best-of-n, log N - (N - 1) / N (Stiennon et al. 2020).
-    From the same candidates, best-of-n for n = 1, 2, 4, ..., N (the first n of a prompt's N are n independent
-    samples): gold and RM score against that KL, the best-of-n over-optimisation curve of Gao et al. 2022.
+    reward.best_of_n). Its KL to SFT is given as log N - (N - 1) / N (Stiennon et al. 2020), which is an upper bound
+    (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy"), exact only when no two of the
+    N samples can coincide; where a prompt's samples repeat (short answers do), the actual KL is smaller. Hence
+    "<=" in the kl column and kl_is_upper_bound in results.json. From the same candidates, best-of-n for
+    n = 1, 2, 4, ..., N (the first n of a prompt's N are n independent samples): gold and RM score against that
+    KL bound, the best-of-n over-optimisation curve of Gao et al. 2022.
 10. --snapshots=DIR: reward over-optimisation (Gao et al. 2022): gold and RM score of the greedy answers of each
     PPO snapshot DIR/iter_*.pt against its KL to SFT. PPO's reward is the RM; the gold score is what it stands for.
+    The KL here is from one T = 1 sample per prompt (cheaper, and noisier than the rows' t1_samples).
+11. InstructGPT's Figure 4 in miniature: for each failure the labeler recognises (labeler.AXES: ignores the system
+    message's constraint, helps with a harmful request, makes up an answer, ...), its rate among the prompts where
+    it can occur (labeler.applies(record)), from the reasons judge gives for each policy's greedy answers.
+12. With --reward, the RM's report card (RewardBench, Lambert et al. 2024): controlled pairs from prompts_eval.jsonl,
+    a prompt's ideal answer against the same answer with exactly one thing the labeler dislikes
+    (record["edits"][axis]), both scored as finished answers; the accuracy per axis is the share of pairs where the
+    RM scores the ideal higher (a tie counts half). The "wrong" axis is also split by record["held_out"]: facts
+    held out of all chat training against facts the SFT model was trained on (can the RM judge correctness where
+    the policy knows the answer?).
 """
 
 import glob
@@ -54,9 +76,10 @@ from tokenizer import get_tokenizer
 class Config:
     policies: str = "out/pretrain,out/sft"  # comma-separated checkpoints (files or run directories)
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
-    labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: score(record, response)
+    labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: judge(record, response), applies(record)
     reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
     best_of: int = 8                          # with --reward: a best_of_N row and curve (4, 9); 0 = none
+    t1_samples: int = 2                       # T=1 answers per prompt for a chat policy's KL and win rate at T=1 (6)
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
     snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
     out_dir: str = "out/eval"                # results.json goes here
@@ -72,6 +95,19 @@ def check_prompt(record):
     missing = [k for k in ("family", "ideal", "check", "key") if k not in record]
     if missing:
         raise ValueError(f"expected a prompt record with the labeler's fields; missing {', '.join(missing)}")
+    edits = record.get("edits", {})
+    if not isinstance(edits, dict) or not all(isinstance(e, str) for e in edits.values()):
+        raise ValueError('expected "edits": {axis: the ideal answer with that one flaw}')
+
+
+def check_labeler(labeler, path):
+    """(3) The failure table needs the labeler's reasons: an older labeler (score only) stops the run here, before
+    any model is loaded or anything is written."""
+    missing = [name for name in ("judge", "applies", "AXES") if not hasattr(labeler, name)]
+    if missing:
+        raise SystemExit(f"labeler {path} gives no reasons (it has no {', '.join(missing)}; evaluate.py needs "
+                         f"judge(record, response) -> (score, reasons), applies(record) and AXES): update it as "
+                         f"data/assistant/labeler.py does")
 
 
 def bare_prompt(messages):
@@ -152,13 +188,14 @@ def rm_scores(rm, tok, records, texts, finished, rt):
 
 
 @torch.no_grad()
-def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator):
-    """(6) KL(pi || pi_sft) per answer, the k1 estimate: one answer per prompt sampled from the policy at T = 1,
-    the sum over its tokens (and its <|end|>) of log pi - log pi_sft, averaged over prompts."""
+def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1):
+    """(6) KL(pi || pi_sft) per answer, the k1 estimate: `samples` answers per prompt sampled from the policy at
+    T = 1, the sum over each one's tokens (and its <|end|>) of log pi - log pi_sft, averaged over the answers.
+    Returns the KL and the answers' texts, (prompts * samples,), a prompt's samples next to each other."""
     tok = get_tokenizer(ckpt["tokenizer"])
     policy, sft = (model_from_checkpoint(c, dropout=0.0).to(rt.device).eval() for c in (ckpt, sft_ckpt))
     limit = policy.config.block_size - cfg.max_new_tokens
-    prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records]
+    prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records for _ in range(samples)]
     out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=1.0,
                            batch_size=cfg.batch_size, generator=generator)
     total = 0.0
@@ -168,17 +205,75 @@ def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator):
         idx, mask = pad_right(seqs, tok.pad_id, rt.device)                                   # (B, T)
         start = torch.tensor([len(p) for p in prompts[i:i + cfg.batch_size]], device=rt.device)
         total += (answer_logps(policy, idx, mask, start, rt) - answer_logps(sft, idx, mask, start, rt)).sum().item()
-    return total / len(prompts)
+    return total / len(prompts), [tok.decode(ids) for ids, _ in out]
+
+
+def binom_cdf(k, n, p):
+    """P(X <= k) for X ~ Binomial(n, p), 0 < p < 1; each term in logs (math.comb(n, i) overflows a float past
+    n ~ 1000)."""
+    return sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+                        + (n - i) * math.log1p(-p)) for i in range(k + 1))
+
+
+def clopper_pearson(x, n, alpha=0.05):
+    """(5) The exact 1 - alpha interval for a binomial proportion, x successes in n trials (Clopper and Pearson
+    1934): lo is the p at which x or more successes have probability alpha / 2, hi the p at which x or fewer do."""
+    def root(f):  # f increasing on (0, 1): bisection, 60 halvings are below a float's resolution
+        a, b = 0.0, 1.0
+        for _ in range(60):
+            a, b = ((a + b) / 2, b) if f((a + b) / 2) < 0 else (a, (a + b) / 2)
+        return (a + b) / 2
+    lo = 0.0 if x == 0 else root(lambda p: (1 - binom_cdf(x - 1, n, p)) - alpha / 2)  # P(X >= x) rises with p
+    hi = 1.0 if x == n else root(lambda p: alpha / 2 - binom_cdf(x, n, p))            # P(X <= x) falls with p
+    return lo, hi
 
 
 def win_rate(scores, baseline):
-    """(5) The share of prompts on which scores beats baseline (a tie counts half), with a 95% interval: the normal
-    approximation over prompts, mean +- 1.96 * sd / sqrt(n)."""
-    w = torch.tensor([1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, baseline)],
-                     dtype=torch.float64)
-    half = 1.96 * float(w.std()) / len(w) ** 0.5 if len(w) > 1 else 0.0
-    m = float(w.mean())
-    return m, [max(0.0, m - half), min(1.0, m + half)]
+    """(5) scores against baseline, item by item: {win_rate (a tie counts half), ci95, wins, ties, losses,
+    sign_test_p}. The interval is Clopper-Pearson's for the share p of wins among the D decisive items, mapped to
+    the win rate (D p + ties / 2) / n = 0.5 + D/n (p - 0.5): exact given D, however many items tie."""
+    wins = sum(a > b for a, b in zip(scores, baseline))
+    losses = sum(a < b for a, b in zip(scores, baseline))
+    n, d = len(scores), wins + losses
+    ties = n - d
+    lo, hi = clopper_pearson(wins, d)                                  # (0, 1) when d = 0: the interval is [0.5, 0.5]
+    p = min(1.0, 2 * binom_cdf(min(wins, losses), d, 0.5))             # two-sided sign test; 1.0 when d = 0
+    return {"win_rate": (wins + ties / 2) / n, "ci95": [(d * lo + ties / 2) / n, (d * hi + ties / 2) / n],
+            "wins": wins, "ties": ties, "losses": losses, "sign_test_p": p}
+
+
+def failure_rates(labeler, records, reasons):
+    """(11) InstructGPT's Figure 4: for each axis of labeler.AXES, the share of the prompts where it can occur
+    (labeler.applies) whose answer has it among its reasons (one list per record, from labeler.judge); None where
+    it can occur on no prompt."""
+    rates = {}
+    for axis in labeler.AXES:
+        hits = [axis in why for r, why in zip(records, reasons) if axis in labeler.applies(r)]
+        rates[axis] = sum(hits) / len(hits) if hits else None
+    return rates
+
+
+def report_card(rm, tok, records, rt):
+    """(12) The RM on controlled pairs: each record's ideal answer against each of its edits (the ideal with one
+    flaw, record["edits"][axis]), all scored as finished answers in one batched pass. Returns ({axis: accuracy},
+    {axis: pairs}, {"held_out": accuracy, "trained": accuracy} on the "wrong" axis); a tie counts half."""
+    block = rm.gpt.config.block_size
+    edited = [r for r in records if r.get("edits")]
+    seqs = [encode_answer(tok, r["messages"], text, True, block)
+            for r in edited for text in [r["ideal"], *r["edits"].values()]]
+    scores = iter(score_sequences(rm, seqs, tok.pad_id, rt) if seqs else [])  # per record: ideal, then its edits
+    right, split = {}, {"held_out": [], "trained": []}  # axis -> 1 / 0.5 / 0 per pair; the wrong axis by split
+    for r in edited:
+        ideal = next(scores)
+        for axis in r["edits"]:
+            edit = next(scores)
+            hit = 1.0 if ideal > edit else 0.5 if ideal == edit else 0.0
+            right.setdefault(axis, []).append(hit)
+            if axis == "wrong" and "held_out" in r:
+                split["held_out" if r["held_out"] else "trained"].append(hit)
+    mean = lambda v: sum(v) / len(v) if v else None
+    return {a: mean(v) for a, v in right.items()}, {a: len(v) for a, v in right.items()}, \
+        {k: mean(v) for k, v in split.items()}
 
 
 def row_name(ckpt, path, taken):
@@ -200,6 +295,7 @@ if __name__ == "__main__":
     cfg = parse_config(Config)
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
     labeler = load_labeler(cfg.labeler, required=True)  # (3) the hidden human of this dataset
+    check_labeler(labeler, cfg.labeler)
 
     records = read_jsonl(os.path.join(cfg.data_dir, "prompts_eval.jsonl"), check_prompt,
                          hint="run python data/assistant/prepare.py")
@@ -217,17 +313,23 @@ if __name__ == "__main__":
         rm.to(rt.device)
         results["reward_model"] = {"val_accuracy": rm_ckpt["val_accuracy"],
                                    "length_baseline_accuracy": rm_ckpt["length_baseline_accuracy"]}
+        card = results["reward_model"]
+        card["axes"], card["axes_pairs"], card["wrong_by_split"] = report_card(  # (12)
+            rm, get_tokenizer(rm_ckpt["tokenizer"]), records, rt)
     demos = first_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), cfg.few_shot) if cfg.few_shot else []
     policies, golds = {}, {}  # name -> (checkpoint or None, path); name -> gold score per prompt
 
     def add_row(name, ckpt, path, texts, finished, kl=None, **extra):
         tok = get_tokenizer(ckpt["tokenizer"])
         policies[name] = (ckpt, path)
-        golds[name] = [labeler.score(r, t) for r, t in zip(records, texts)]
+        judged = [labeler.judge(r, t) for r, t in zip(records, texts)]  # (3) (score, reasons), once per answer
+        golds[name] = [score for score, _ in judged]
         res = results["policies"][name] = {
             "checkpoint": path, "gold_score": sum(golds[name]) / len(records), "n_prompts": len(records),
-            "win_rate_vs_sft": None, "win_ci95": None, "rm_score": None, "kl_to_sft": kl,
-            "mean_len": sum(len(t) for t in texts) / len(texts), **extra,
+            "win_rate_vs_sft": None, "win_ci95": None, "wins": None, "ties": None, "losses": None,
+            "sign_test_p": None, "win_rate_t1_vs_sft": None, "win_t1_ci95": None, "gold_score_t1": None,
+            "rm_score": None, "kl_to_sft": kl, "mean_len": sum(len(t) for t in texts) / len(texts), **extra,
+            "failures": failure_rates(labeler, records, [why for _, why in judged]),  # (11)
             "families": {f: v for f, v in summary(golds[name]).items() if f != "all"},
             "examples": [{"prompt": r["messages"][-1]["content"], "answer": t} for r, t in list(zip(records, texts))[:8]]}
         if rm is not None:
@@ -250,32 +352,70 @@ if __name__ == "__main__":
                           rt, cfg.max_new_tokens, 1.0, batch_size=cfg.batch_size,
                           generator=torch.Generator(device=rt.device).manual_seed(cfg.seed))
         n = cfg.best_of
-        add_row(f"best_of_{n}", sft_ckpt, sft_path, [tok.decode(p[0]) for p in picks], [p[1] for p in picks], kl=math.log(n) - (n - 1) / n)
+        add_row(f"best_of_{n}", sft_ckpt, sft_path, [tok.decode(p[0]) for p in picks], [p[1] for p in picks],
+                kl=math.log(n) - (n - 1) / n, kl_is_upper_bound=True)  # (9) a bound, not the KL
     sft_name = next((k for k, (c, _) in policies.items() if c is sft_ckpt), None)
+    t1 = {}  # (6) name -> gold score of each T=1 sample, (prompts * t1_samples,), a prompt's samples together
+    t1_records = [r for r in records for _ in range(cfg.t1_samples)]
     for name, (ckpt, path) in policies.items():
         res = results["policies"][name]
         if sft_name is None:
             continue
-        res["win_rate_vs_sft"], res["win_ci95"] = win_rate(golds[name], golds[sft_name])  # (5)
+        w = win_rate(golds[name], golds[sft_name])  # (5)
+        res.update(win_rate_vs_sft=w["win_rate"], win_ci95=w["ci95"], wins=w["wins"], ties=w["ties"],
+                   losses=w["losses"], sign_test_p=w["sign_test_p"])
         if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain":  # (6) the base model reads another format
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-            res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g)
+            res["kl_to_sft"], texts = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples)
+            t1[name] = [labeler.score(r, t) for r, t in zip(t1_records, texts)]
+            res["gold_score_t1"] = sum(t1[name]) / len(t1[name])
+    for name in t1:  # (6) the j-th T=1 sample for a prompt against SFT's j-th for it
+        w = win_rate(t1[name], t1[sft_name])
+        results["policies"][name].update(win_rate_t1_vs_sft=w["win_rate"], win_t1_ci95=w["ci95"])
 
-    ideal = summary([labeler.score(r, r["ideal"]) for r in records])
-    print(f"{'policy':<14}{'gold':>8}{'win vs sft [95% CI]':>25}{'rm':>8}{'kl':>8}{'len':>7}")
+    ideal_judged = [labeler.judge(r, r["ideal"]) for r in records]
+    ideal = summary([score for score, _ in ideal_judged])
+    win = lambda rate, ci: "-" if rate is None else f"{rate:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+    print(f"{'policy':<14}{'gold':>8}{'win vs sft [95% CI]':>25}{'w/t/l':>12}{'win@T=1 [95% CI]':>25}{'rm':>8}"
+          f"{'kl':>8}{'len':>7}")
     for name, res in results["policies"].items():
-        win = "-" if res["win_rate_vs_sft"] is None else \
-            f"{res['win_rate_vs_sft']:.3f} [{res['win_ci95'][0]:.2f}, {res['win_ci95'][1]:.2f}]"
-        print(f"{name:<14}{res['gold_score']:>8.3f}{win:>25}{fmt(res['rm_score']):>8}{fmt(res['kl_to_sft'], '.2f'):>8}"
+        wtl = "-" if res["wins"] is None else f"{res['wins']}/{res['ties']}/{res['losses']}"
+        kl = ("<=" if res.get("kl_is_upper_bound") else "") + fmt(res["kl_to_sft"], ".2f")  # (9)
+        print(f"{name:<14}{res['gold_score']:>8.3f}{win(res['win_rate_vs_sft'], res['win_ci95']):>25}{wtl:>12}"
+              f"{win(res['win_rate_t1_vs_sft'], res['win_t1_ci95']):>25}{fmt(res['rm_score']):>8}{kl:>8}"
               f"{res['mean_len']:>7.1f}")
     print(f"{'ideal':<14}{ideal['all']:>8.3f}")
-    print(f"\ngold score per instruction family ({len(records)} prompts; win rates: ties count half)")
+    print(f"win rates on the gold score, a tie counting half, with exact 95% intervals; w/t/l: wins/ties/losses of "
+          f"the greedy answers;\nwin@T=1: {cfg.t1_samples} samples per prompt at temperature 1 against SFT's")
+    print(f"\ngold score per instruction family ({len(records)} prompts)")
     print(f"{'policy':<14}" + "".join(f"{f:>12}" for f in families))
     for name, res in list(results["policies"].items()) + [("ideal", {"families": ideal})]:
         print(f"{name:<14}" + "".join(f"{res['families'][f]:>12.3f}" for f in families))
     if "gpt_prompted" in results["policies"]:
         print(f"gpt_prompted: {results['policies']['gpt_prompted']['few_shot_mean']:.2f} demonstrations per prompt "
               f"on average fit in the context")
+
+    # (11) InstructGPT's Figure 4: how often each failure happens where it can
+    axes = list(labeler.AXES)
+    results["failure_prompts"] = {a: sum(a in labeler.applies(r) for r in records) for a in axes}
+    print("\nInstructGPT Figure 4: the rate of each failure among the prompts where it can occur (greedy answers)")
+    print(f"{'policy':<14}" + "".join(f"{a:>12}" for a in axes))
+    ideal_failures = failure_rates(labeler, records, [why for _, why in ideal_judged])
+    for name, rates in [(k, v["failures"]) for k, v in results["policies"].items()] + [("ideal", ideal_failures)]:
+        print(f"{name:<14}" + "".join(f"{fmt(rates[a]):>12}" for a in axes))
+    print(f"{'(prompts)':<14}" + "".join(f"{results['failure_prompts'][a]:>12}" for a in axes))
+    for a in axes:
+        print(f"  {a}: {labeler.AXES[a]}")
+    if rm is not None:  # (12)
+        print("\nreward model report card: accuracy on controlled pairs (ideal vs one edit), per axis; ties count half")
+        if not card["axes"]:
+            print('  no pairs: prompts_eval.jsonl has no "edits" (re-run python data/assistant/prepare.py)')
+        for a in [a for a in axes if a in card["axes"]] + [a for a in card["axes"] if a not in axes]:
+            print(f"  {a:<12}{card['axes'][a]:>7.3f}  ({card['axes_pairs'][a]} pairs)")
+        if any(v is not None for v in card["wrong_by_split"].values()):
+            split = card["wrong_by_split"]
+            print(f"  wrong, by fact: {fmt(split['trained'])} where SFT was trained on it, {fmt(split['held_out'])} "
+                  f"where it was held out of all chat training")
 
     if cfg.snapshots and sft_ckpt is not None:  # (10)
         sft_row = results["policies"][sft_name]
@@ -284,7 +424,7 @@ if __name__ == "__main__":
             snap = load_checkpoint(f, stages=("ppo",))
             texts, finished = answer(snap, records, cfg, rt)
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-            row = {"step": snap["step"], "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g),
+            row = {"step": snap["step"], "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g)[0],
                    "gold_score": sum(labeler.score(r, t) for r, t in zip(records, texts)) / len(records)}
             if rm is not None:
                 row["rm_score"] = sum(rm_scores(rm, get_tokenizer(snap["tokenizer"]), records, texts, finished,
@@ -302,14 +442,15 @@ if __name__ == "__main__":
         curve = []
         for n in sorted({2 ** i for i in range(n_max.bit_length())} | {n_max}):  # 1, 2, 4, ..., N
             best = [max(range(n), key=lambda j: row[j]) for row in proxy]  # first of ties, as best_of_n
-            curve.append({"n": n, "kl_to_sft": math.log(n) - (n - 1) / n,
+            curve.append({"n": n, "kl_to_sft": math.log(n) - (n - 1) / n, "kl_is_upper_bound": True,  # (9)
                           "rm_score": sum(row[j] for row, j in zip(proxy, best)) / len(records),
                           "gold_score": sum(row[j] for row, j in zip(gold, best)) / len(records)})
         results["best_of_n"] = curve
         print(f"\nbest-of-n (Gao et al. 2022): the RM's pick of the first n of {n_max} SFT samples (T=1) per prompt")
         print(f"{'n':>10}{'kl to sft':>11}{'rm':>8}{'gold':>8}")
         for row in curve:
-            print(f"{row['n']:>10}{row['kl_to_sft']:>11.2f}{row['rm_score']:>8.3f}{row['gold_score']:>8.3f}")
+            print(f"{row['n']:>10}{'<=' + format(row['kl_to_sft'], '.2f'):>11}{row['rm_score']:>8.3f}"
+                  f"{row['gold_score']:>8.3f}")
         within = [spearman(p, g) for p, g in zip(proxy, gold) if len(set(g)) > 1]  # prompts whose samples differ
         stats = {"spearman_within_prompt": sum(within) / max(len(within), 1),
                  "spearman_all": spearman(sum(proxy, []), sum(gold, [])), "samples_per_prompt": n_max}

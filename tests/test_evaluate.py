@@ -1,4 +1,5 @@
-"""evaluate.py with every row of the table on tiny checkpoints: names, win rates, KL, the over-optimisation table."""
+"""evaluate.py with every row of the table on tiny checkpoints: names, win rates and their exact intervals, KL, the
+failure table, the RM's report card, the over-optimisation tables."""
 import json
 import math
 import sys
@@ -7,16 +8,73 @@ import types
 import pytest
 import torch
 
-from conftest import read, run
-from common import load_labeler, save_checkpoint
-from evaluate import first_demonstrations, prose, win_rate
+from conftest import ROOT, read, run
+from common import load_labeler, save_checkpoint, setup
+from evaluate import clopper_pearson, failure_rates, first_demonstrations, prose, report_card, win_rate
 from test_ppo import tiny_checkpoints
+from tokenizer import get_tokenizer
 
 
 def test_win_rate_counts_ties_half_with_an_interval():
-    assert win_rate([1, 1], [1, 1]) == (0.5, [0.5, 0.5])
-    m, (lo, hi) = win_rate([1, 0, 0.5, 0.2], [0, 1, 0.5, 0.1])  # win, loss, tie, win
-    assert m == 0.625 and lo < m < hi and 0 <= lo and hi <= 1
+    assert win_rate([1, 1], [1, 1]) == {"win_rate": 0.5, "ci95": [0.5, 0.5], "wins": 0, "ties": 2, "losses": 0,
+                                        "sign_test_p": 1.0}
+    w = win_rate([1, 0, 0.5, 0.2], [0, 1, 0.5, 0.1])  # win, loss, tie, win
+    lo, hi = w["ci95"]
+    assert w["win_rate"] == 0.625 and (w["wins"], w["ties"], w["losses"]) == (2, 1, 1)
+    assert lo < 0.625 < hi and 0 <= lo and hi <= 1
+
+
+def test_the_win_interval_is_exact_when_most_prompts_tie():
+    lo, hi = clopper_pearson(8, 10)  # the textbook value
+    assert lo == pytest.approx(0.4439, abs=1e-4) and hi == pytest.approx(0.9748, abs=1e-4)
+    assert clopper_pearson(0, 5)[0] == 0.0 and clopper_pearson(5, 5)[1] == 1.0
+    # 8 wins, 2 losses, 230 ties: the normal interval over prompts was [0.4997, 0.5253]; the sign test says p = 0.11
+    w = win_rate([1] * 8 + [0] * 2 + [0.5] * 230, [0] * 8 + [1] * 2 + [0.5] * 230)
+    assert w["win_rate"] == pytest.approx(0.5125) and w["ci95"][0] < 0.5 < w["ci95"][1]
+    assert w["sign_test_p"] == pytest.approx(112 / 1024)  # 2 * P(X <= 2), X ~ Binomial(10, 1/2)
+    assert w["ci95"] == pytest.approx([0.5 + 10 / 240 * (lo - 0.5), 0.5 + 10 / 240 * (hi - 0.5)])
+    w = win_rate([1] * 10, [0] * 10)  # ten wins of ten: clearly better
+    assert w["ci95"][0] > 0.5 and w["ci95"][1] == 1.0 and w["sign_test_p"] == pytest.approx(2 / 1024)
+    assert win_rate([0.3] * 50, [0.3] * 50)["ci95"] == [0.5, 0.5]
+    assert clopper_pearson(600, 1200)[0] == pytest.approx(0.4713, abs=1e-3)  # large n: no float overflow
+
+
+def test_failure_rates_count_only_the_prompts_where_a_failure_can_occur():
+    labeler = types.SimpleNamespace(AXES={"harmful": "helps", "wrong": "a wrong answer", "constraint": "ignores"},
+                                    applies=lambda record: record["applies"])
+    records = [{"applies": ["harmful"]}, {"applies": ["wrong"]}, {"applies": ["wrong"]}]
+    reasons = [["harmful"], ["wrong", "harmful"], []]  # the second "harmful" is on a prompt where it cannot occur
+    assert failure_rates(labeler, records, reasons) == {"harmful": 1.0, "wrong": 0.5, "constraint": None}
+
+
+class ShorterIsBetterRM(torch.nn.Module):
+    """A stand-in reward model: minus the sequence's length (a tie when two answers are as long)."""
+    gpt = types.SimpleNamespace(config=types.SimpleNamespace(block_size=256))
+
+    def forward(self, idx, attention_mask):
+        return -attention_mask.sum(1).float()
+
+
+def test_report_card_scores_the_ideal_against_each_edit():
+    ask = lambda q: [{"role": "user", "content": q}]
+    records = [{"messages": ask("Colour of the vorpel?"), "ideal": "Red.", "held_out": True,
+                "edits": {"filler": "Sure! Red.", "wrong": "Tan."}},                     # filler longer; wrong ties
+               {"messages": ask("Colour of the grato?"), "ideal": "Blue.", "held_out": False,
+                "edits": {"wrong": "Green."}},                                           # the ideal is shorter
+               {"messages": ask("Hello?"), "ideal": "Hi."}]                               # no edits: no pairs
+    axes, pairs, split = report_card(ShorterIsBetterRM(), get_tokenizer("bytes"), records, setup("cpu", "float32"))
+    assert axes == {"filler": 1.0, "wrong": 0.75} and pairs == {"filler": 1, "wrong": 2}
+    assert split == {"held_out": 0.5, "trained": 1.0}
+
+
+def test_a_labeler_without_reasons_stops_before_anything_is_loaded(tmp_path):
+    old = tmp_path / "labeler.py"
+    old.write_text("def score(record, response):\n    return 1.0\n")
+    out = tmp_path / "eval"
+    proc = run("evaluate.py", f"--labeler={old}", f"--policies={tmp_path / 'no_such_ckpt'}", f"--out_dir={out}",
+               check=False)
+    assert proc.returncode == 1 and f"labeler {old} gives no reasons" in proc.stderr
+    assert "data/assistant/labeler.py" in proc.stderr and not out.exists()
 
 
 def test_few_shot_demonstrations_are_prose_without_chat_tokens(world):
@@ -40,23 +98,44 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     res = json.load(open(out / "results.json"))
     pol = res["policies"]
     assert list(pol) == ["gpt", "gpt_prompted", "sft", "ppo", "best_of_2"]
+    labeler = load_labeler(f"{ROOT}/data/assistant/labeler.py")
     for name, p in pol.items():
         assert 0 <= p["win_rate_vs_sft"] <= 1 and p["win_ci95"][0] <= p["win_rate_vs_sft"] <= p["win_ci95"][1]
-        assert p["n_prompts"] == 240 and isinstance(p["rm_score"], float) and p["mean_len"] >= 0
+        assert p["wins"] + p["ties"] + p["losses"] == p["n_prompts"] == 240 and 0 < p["sign_test_p"] <= 1
+        assert isinstance(p["rm_score"], float) and p["mean_len"] >= 0
         assert set(p) >= {"gold_score", "win_rate_vs_sft", "win_ci95", "rm_score", "kl_to_sft", "mean_len",
-                          "families"}
+                          "families", "failures"}
+        assert list(p["failures"]) == list(labeler.AXES)
+        assert all(r is None or 0 <= r <= 1 for r in p["failures"].values())
+    assert any(r is not None for r in pol["sft"]["failures"].values())
     assert pol["sft"]["win_rate_vs_sft"] == 0.5 and pol["sft"]["win_ci95"] == [0.5, 0.5]
+    assert pol["sft"]["ties"] == 240 and pol["sft"]["sign_test_p"] == 1.0
     assert pol["sft"]["kl_to_sft"] == 0.0 and pol["ppo"]["kl_to_sft"] != 0.0
     assert pol["gpt"]["kl_to_sft"] is None and pol["gpt_prompted"]["few_shot_mean"] > 0
-    assert pol["best_of_2"]["kl_to_sft"] == math.log(2) - 0.5
+    assert pol["best_of_2"]["kl_to_sft"] == math.log(2) - 0.5 and pol["best_of_2"]["kl_is_upper_bound"]
+    # win rate at T = 1 (2 samples per prompt) for the chat policies only; SFT against its own samples is one half
+    for name in ("sft", "ppo"):
+        p = pol[name]
+        assert p["win_t1_ci95"][0] <= p["win_rate_t1_vs_sft"] <= p["win_t1_ci95"][1]
+        assert 0 <= p["gold_score_t1"] <= 1
+    assert pol["sft"]["win_rate_t1_vs_sft"] == 0.5 and pol["sft"]["win_t1_ci95"] == [0.5, 0.5]
+    assert all(pol[name]["win_rate_t1_vs_sft"] is None for name in ("gpt", "gpt_prompted", "best_of_2"))
+    # the RM's report card: one accuracy per axis the eval prompts have controlled pairs for
+    edits = [a for r in read(world / "prompts_eval.jsonl") for a in r.get("edits", {})]
+    card = res["reward_model"]
+    assert edits and set(card["axes"]) == set(edits) and all(0 <= v <= 1 for v in card["axes"].values())
+    assert card["axes_pairs"] == {a: edits.count(a) for a in set(edits)}
+    assert set(card["wrong_by_split"]) == {"held_out", "trained"}
     # the best-of-n curve on the same candidates: n = 1 is a plain T=1 sample, n = N is the best_of_N row
     curve = res["best_of_n"]
     assert [c["n"] for c in curve] == [1, 2] and [c["kl_to_sft"] for c in curve] == [0.0, math.log(2) - 0.5]
+    assert all(c["kl_is_upper_bound"] for c in curve)
     assert curve[-1]["gold_score"] == pol["best_of_2"]["gold_score"]
     assert curve[1]["rm_score"] >= curve[0]["rm_score"]  # the pick of two scores at least the first one
     assert set(res["reward_model"]) >= {"val_accuracy", "length_baseline_accuracy"}
     assert [s["step"] for s in res["overoptimisation"]["snapshots"]] == [0, 1, 2]
-    assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout
+    assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout and "win@T=1" in proc.stdout
+    assert "Figure 4" in proc.stdout and "report card" in proc.stdout and "<=0.19" in proc.stdout
 
 
 def test_the_labeler_is_the_file_given_not_a_module_of_that_name(tmp_path, monkeypatch):
