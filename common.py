@@ -119,8 +119,22 @@ def wrap(model, rt, compile=False):
 
 
 def cleanup(rt):
+    """The last line of a training script. Alone it does nothing; under torchrun every rank waits for the others,
+    leaves the process group and ends the process here, without Python's interpreter teardown.
+
+    Why not return and let Python exit: gloo's worker threads live as long as the process group, and DDP holds it
+    past destroy_process_group. After a collective returns, the worker that ran it can still be freeing its tensors;
+    one made in Python (all_gather_object's, in rng_state) needs the GIL to be freed, and a thread that asks for the
+    GIL once the interpreter has begun to finalise is ended mid-destructor: `terminate called without an active
+    exception`, SIGABRT, and torchrun fails a run that had finished (PyTorch issue #190489; seen on a loaded 2-core
+    machine, where the worker waits longest for a core). Everything is written by now (checkpoints are fsynced, the
+    log is closed after each line), so nothing is lost by skipping the teardown; stdout and stderr are flushed."""
     if rt.ddp:
+        dist.barrier(device_ids=[torch.cuda.current_device()] if rt.device_type == "cuda" else None)  # all done
         dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,11 @@ model acts as an implicit reward, trained with the Bradley-Terry loss the RM use
 
 Details implemented here:
  1. Pairs: every untied pair (w ranked better than l) of each K-way comparison in prefs_train.jsonl (DESIGN.md's
-    format, the file reward.py trains on); ties make no pair.
+    format, the file reward.py trains on); ties make no pair. An answer is the tokens the policy sampled when the
+    record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text encoded:
+    decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a byte
+    sequence that is not UTF-8 as U+FFFD, a BPE token sequence re-encodes to another), so the text alone could
+    train on sequences the policy never produced.
  2. Loss (DPO eq. 7): -log sigmoid(beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]),
     beta = 0.1, averaged over the pairs of the global batch. The implicit rewards beta * (log pi - log pi_ref) of the
     chosen and rejected answers are logged: their margin and how often the chosen one is higher (accuracy).
@@ -22,7 +26,9 @@ Details implemented here:
  4. Reference = the SFT model, frozen; its log-probs are computed once for every pair before training.
  5. Policy initialised from SFT, dropout off (so that at step 0 policy = reference exactly: loss log 2, margins 0).
  6. Held-out preference accuracy of the implicit reward on prefs_val.jsonl, before and after; checkpoint stage "dpo".
- 7. Data order is a function of (seed, epoch): --resume continues exactly. DDP shards each global batch by rank.
+ 7. Data order is a function of (seed, epoch); checkpoints every ckpt_interval steps and at each epoch's end hold
+    the weights, the optimizer, the RNG state and the step: --resume after a kill continues exactly where the last
+    checkpoint stopped, mid-epoch too (the same weights, bit for bit). DDP shards each global batch by rank.
  8. Learning rate 3e-5 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). At 1e-4 the policy lost both answers
     of its pairs, not only the worse one: on the same SFT model and comparisons, KL to SFT 6.5 nats, refusals of
     harmful requests 0.95 -> 0.10 and gold 0.612 -> 0.388; at 3e-5, KL 0.41 and gold 0.637 (README).
@@ -39,7 +45,7 @@ import torch.nn.functional as F
 from common import (LM_STAGES, Logger, answer_logps, cleanup, clip_and_step, configure_optimizer, get_lr,
                     load_checkpoint, model_from_checkpoint, parse_config, read_jsonl, rng_state, save_checkpoint,
                     set_rng_state, setup, source_of, unwrap, wrap)
-from reward import check_comparison, encode_answer, pad_right
+from reward import check_comparison, pad_right
 from tokenizer import get_tokenizer
 
 
@@ -52,14 +58,15 @@ class Config:
     beta: float = 0.1                 # (2) DPO's temperature: higher keeps the policy nearer the reference
     epochs: int = 1                   # passes over the pairs (a second one doubled the drift here: README)
     batch_size: int = 32              # pairs per step per process
-    learning_rate: float = 3e-5       # peak learning rate (8)
-    min_lr: float = 3e-6              # learning rate at the end of the cosine decay
+    learning_rate: float = 1e-5       # peak learning rate (8)
+    min_lr: float = 1e-6              # learning rate at the end of the cosine decay
     warmup_iters: int = 10            # linear warmup steps
     weight_decay: float = 0.0         # on matrices only
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0            # clip the global gradient norm; 0 disables
     log_interval: int = 10            # steps between log lines
+    ckpt_interval: int = 50           # steps between checkpoints (7); an epoch's end writes one too
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
     dtype: str = "auto"               # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
@@ -75,14 +82,27 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return loss, beta * chosen.detach(), beta * rejected.detach()
 
 
+def check_record(record, vocab_size):
+    """A comparison (reward.check_comparison) whose optional "response_ids" holds one token list per response."""
+    check_comparison(record)
+    ids = record.get("response_ids")
+    if ids is not None and (not isinstance(ids, list) or len(ids) != len(record["responses"]) or not all(
+            isinstance(a, list) and all(isinstance(t, int) and 0 <= t < vocab_size for t in a) for a in ids)):
+        raise ValueError(f'expected "response_ids": one list of token ids (0 .. {vocab_size - 1}) per response '
+                         f'({len(record["responses"])})')
+
+
 def load_pairs(path, tok, block_size):
     """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every untied pair; an
     answer's length counts its tokens and its <|end|> (3), so its tokens are the last `length` of its sequence."""
     pairs = []
-    for r in read_jsonl(path, check_comparison, hint="collect comparisons with data/assistant/label.py"):
+    for r in read_jsonl(path, lambda r: check_record(r, tok.vocab_size),
+                        hint="collect comparisons with data/assistant/label.py"):
         finished = r.get("finished", [True] * len(r["responses"]))
-        seqs = [encode_answer(tok, r["messages"], y, f, block_size) for y, f in zip(r["responses"], finished)]
-        lens = [min(len(tok.encode(y)) + int(f), len(s)) for y, f, s in zip(r["responses"], finished, seqs)]
+        answers = r.get("response_ids") or [tok.encode(y) for y in r["responses"]]  # (1) the sampled tokens
+        prompt = tok.render_prompt(r["messages"])
+        seqs = [(prompt + a + ([tok.end_id] if f else []))[-block_size:] for a, f in zip(answers, finished)]
+        lens = [min(len(a) + int(f), len(s)) for a, f, s in zip(answers, finished, seqs)]
         for w in range(len(seqs)):
             for l in range(len(seqs)):
                 if r["ranks"][w] < r["ranks"][l]:
@@ -198,8 +218,8 @@ if __name__ == "__main__":
             logger.log(step, loss=loss.item(), margin=(rc - rr).mean().item(), accuracy=(rc > rr).float().mean().item(),
                        chosen_reward=rc.mean().item(), rejected_reward=rr.mean().item(), lr=lr,
                        ms_per_step=(time.time() - t0) * 1000 / (step - step0))
-        if step % steps_per_epoch == 0 and step < max_iters:
-            checkpoint()  # (7) one per epoch: an interrupted run resumes from here
+        if step < max_iters and (step % cfg.ckpt_interval == 0 or step % steps_per_epoch == 0):
+            checkpoint()  # (7) an interrupted run resumes from here
     acc, margin = preference_accuracy(policy, val, ref_val, tok.pad_id, rt, cfg.beta)  # (6)
     logger.log(step, val_accuracy=acc, val_margin=margin)
     checkpoint(val_accuracy=acc, val_margin=margin)

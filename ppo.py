@@ -4,7 +4,7 @@ answers, and PPO moves the policy toward higher scores while a per-token KL pena
 
     python ppo.py                                   # out/sft + out/reward -> out/ppo (~3 minutes on 2 CPU cores)
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
-    python ppo.py --target_kl=4                     # adaptive beta toward a KL target (Ziegler et al. 2019)
+    python ppo.py --target_kl=1                     # adaptive beta toward a KL target (Ziegler et al. 2019)
     python ppo.py --ptx_coef=1 --out_dir=out/ppo_ptx     # PPO-ptx: mix in the pretraining loss
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
@@ -29,8 +29,19 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
  5. Per-token reward: -beta * (log pi(y_t) - log pi_ref(y_t)) on every response token, plus the score on the last
     one (Ziegler et al.; InstructGPT eq. 2). Logged: the KL per answer with the k1 estimator (sum of log-ratios)
     and the k3 one (sum of r - 1 - log r, r = pi_ref / pi, never negative; Schulman 2020 "Approximating KL").
- 6. beta = 0.02 fixed, or with --target_kl an adaptive controller (Ziegler et al. 2019 sec. 2.2): e = clip(KL /
-    target - 1, -0.2, 0.2), beta <- beta * (1 + e * n / horizon), n = answers in the batch.
+ 6. beta fixed (see 14), or with --target_kl the adaptive controller of Ziegler et al. 2019 (sec. 2.2; their
+    lm-human-preferences code): after every iteration, e = clip(KL / target - 1, -0.2, 0.2) on the batch's mean KL
+    per answer and beta <- beta * (1 + e * n / horizon). Deviation: n and the horizon count iterations (n = 1), not
+    answers. Their horizon of 10000 answers was ~20 of their 512-answer batches and 1/100 of a 1M-answer run (beta
+    moved up to 1% a batch); against this project's 64 answers an iteration and ~2000 a run it moves beta by at most
+    0.13% an iteration, 4% a run: nothing. kl_horizon = 2 iterations: up to 10% an iteration, x2.6 in 10.
+    Measured on the embedded world from beta 0.3 (32 iterations): the KL follows beta slowly (it is 0 until the
+    policy has moved, which first drives beta down, and a policy that has drifted comes back only at the pace of
+    its learning rate), so the KL overshoots before it is held. --target_kl=1: KL ~2 in iterations 7-19 while beta
+    rose 0.22 -> 0.91, then KL 0.65-1.44 (mean 0.94) over the last 10 with beta 1.1-1.5 (fixed beta 0.3: KL
+    1.1-1.9 and rising). --target_kl=2: beta fell to 0.13 by iteration 11, the KL rose to 3-3.5, and beta 0.75 by
+    iteration 32 had not brought it back (mean 3.1 over the last 10): a target far from where the start beta keeps
+    the KL needs a start beta near the one that holds it, or more iterations.
  7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1, lambda 0.95)
     over the real response tokens, with V = 0 after the last one; returns = advantages + values.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
@@ -85,7 +96,7 @@ class Config:
     temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
     beta: float = 0.3                  # KL penalty coefficient (5), the start value when adaptive (6); see (14)
     target_kl: float = 0.0             # > 0: adapt beta toward this KL per answer, in nats (6)
-    kl_horizon: int = 10000            # the controller's horizon in answers (6)
+    kl_horizon: float = 2.0            # the controller's horizon in iterations: beta moves <= 0.2 / horizon a step (6)
     missing_eos_penalty: float = 1.0   # subtracted from the score of an answer cut by the length limit (4)
     gamma: float = 1.0                 # GAE discount (7)
     lam: float = 0.95                  # GAE lambda (7)
@@ -96,7 +107,7 @@ class Config:
     ptx_batch_size: int = 8            # pretraining windows per update when ptx_coef > 0 (12)
     learning_rate: float = 3e-5        # peak learning rate (policy and value); 3e-4 collapses in 5 iterations
     min_lr: float = 3e-6               # learning rate at the end of the cosine decay
-    warmup_iters: int = 0              # linear warmup, in optimizer steps
+    warmup_iters: int = 0              # linear warmup, in iterations (the learning rate is set once an iteration)
     weight_decay: float = 0.0          # on matrices only; 0 as in most RLHF code (the KL term already regularises)
     beta1: float = 0.9
     beta2: float = 0.95
@@ -159,6 +170,13 @@ def value_loss(values, old_values, returns, mask, clip=0.2):
     """(11) The clipped value loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), V_clipped within clip of the old V."""
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def adapt_beta(beta, kl, target, horizon):
+    """(6) Ziegler et al.'s proportional controller, one step: the KL per answer of this iteration against the target
+    moves beta by e / horizon, e = clip(kl / target - 1, -0.2, 0.2), horizon in iterations."""
+    error = max(-0.2, min(0.2, kl / target - 1.0))
+    return beta * (1.0 + error / horizon)
 
 
 def response_mask(response, end_id):
@@ -380,9 +398,8 @@ if __name__ == "__main__":
             t = torch.tensor([metrics[k] for k in keys], device=rt.device, dtype=torch.float64)
             dist.all_reduce(t)
             metrics.update({k: v / rt.world_size for k, v in zip(keys, t.tolist())})
-        if cfg.target_kl > 0:  # (6) proportional controller on the KL per answer
-            error = max(-0.2, min(0.2, metrics["kl"] / cfg.target_kl - 1.0))
-            beta *= 1.0 + error * per_iter / cfg.kl_horizon
+        if cfg.target_kl > 0:  # (6) the same beta on every rank: metrics["kl"] is averaged over them (13)
+            beta = adapt_beta(beta, metrics["kl"], cfg.target_kl, cfg.kl_horizon)
         it += 1
         if it % cfg.log_interval == 0 or it == cfg.max_iters:
             logger.log(it, **metrics)

@@ -14,13 +14,17 @@ Details implemented here:
     turn goes through common.generate_batched, the path evaluate.py scores answers with.
  2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
  3. A prompt longer than the context (block_size minus max_new_tokens, or minus half the context when more tokens
-    are asked for) is cut from the left, with a warning.
+    are asked for) is cut from the left, with a warning. A chat turn or an answer to --prompts has at most the
+    tokens left to it: half the context when more are asked for (warned), so the default 256 fits any checkpoint.
  4. Chat keeps the context within block_size by dropping the oldest user/assistant exchanges (the system message
     stays); when stdin is not a terminal, each line is one user turn, so a chat can be scripted.
  5. Past the context, generation slides its window (nanoGPT crops the context the same way).
  6. --prompts: num_samples answers to each record of a JSONL prompts file, all through common.generate_batched at
-    the given temperature, written as the record plus "responses" (text) and "finished" (ended with <|end|>, not
-    cut by the length limit). This is how InstructGPT's comparisons start: the model answers, labelers rank.
+    the given temperature, written as the record plus "responses" (text), "response_ids" (the sampled tokens, before
+    <|end|>) and "finished" (ended with <|end|>, not cut by the length limit). This is how InstructGPT's comparisons
+    start: the model answers, labelers rank. The ids travel with the text because decoding is lossy: a special token
+    the model samples prints as its name, bytes that are not UTF-8 as U+FFFD, and GPT-2's BPE re-encodes text to
+    its own tokenization, so re-encoded text is not always what the policy produced; dpo.py trains on the ids.
  7. --best_of=N --reward=RM (chat and --prompts): each answer is the RM's favourite of N sampled together
     (reward.best_of_n, WebGPT); --prompts then also writes "rm_scores". N = 1 is plain sampling, draw for draw.
 """
@@ -45,7 +49,8 @@ class Config:
     chat: bool = False             # multi-turn chat instead of text completion
     system: str = ""               # chat: an optional system message
     num_samples: int = 1           # completions of the prompt, sampled as one batch
-    max_new_tokens: int = 256      # tokens to generate per completion or chat turn
+    max_new_tokens: int = 256      # tokens to generate per completion, chat turn or answer (at most half the context
+                                   # for a chat turn or an answer to --prompts, 3)
     temperature: float = 0.8       # 0 is greedy
     top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
@@ -129,15 +134,21 @@ if __name__ == "__main__":
                                                max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p,
                                                cfg.batch_size, g)]
 
+    new_tokens = model.config.block_size - limit  # (3) what an answer may have: max_new_tokens or half the context
+    if (cfg.prompts or cfg.chat) and new_tokens < cfg.max_new_tokens:
+        print(f"warning: answers are capped at {new_tokens} tokens, half the context of {model.config.block_size} "
+              f"(--max_new_tokens={cfg.max_new_tokens} leaves too little room for a prompt)", file=sys.stderr)
+
     if cfg.prompts:  # (6)
         records = read_jsonl(cfg.prompts, lambda r: check_messages(r, "user"))
         prompts = [tok.render_prompt(r["messages"]) for r in records for _ in range(cfg.num_samples)]
-        out = answer(prompts, cfg.max_new_tokens, torch.Generator(device=rt.device).manual_seed(cfg.seed))
+        out = answer(prompts, new_tokens, torch.Generator(device=rt.device).manual_seed(cfg.seed))
         os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
         with open(cfg.out + ".tmp", "w") as f:
             for i, r in enumerate(records):
                 answers = out[i * cfg.num_samples:(i + 1) * cfg.num_samples]
                 f.write(json.dumps({**r, "responses": [tok.decode(ids) for ids, _, _ in answers],
+                                    "response_ids": [ids for ids, _, _ in answers],
                                     "finished": [fin for _, fin, _ in answers],
                                     **({"rm_scores": [s for _, _, s in answers]} if rm else {})}) + "\n")
         os.replace(cfg.out + ".tmp", cfg.out)
@@ -157,9 +168,6 @@ if __name__ == "__main__":
         sys.exit(0)
 
     # chat: one user turn per line; on a terminal, with a prompt sign
-    if cfg.max_new_tokens > model.config.block_size - limit:
-        print(f"warning: chat answers are capped at {model.config.block_size - limit} tokens, half the context",
-              file=sys.stderr)
     interactive = sys.stdin.isatty()
     messages = [{"role": "system", "content": cfg.system}] if cfg.system else []
     if interactive:
@@ -178,7 +186,7 @@ if __name__ == "__main__":
         messages.append({"role": "user", "content": line})
         ids, messages = fit_chat(tok, messages, limit)
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed + len(messages))
-        (reply, _, _), = answer([ids], model.config.block_size - limit, g)
+        (reply, _, _), = answer([ids], new_tokens, g)
         text = tok.decode(reply)
         print(f"assistant> {text}", flush=True)
         messages.append({"role": "assistant", "content": text})

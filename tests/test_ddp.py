@@ -1,5 +1,6 @@
 """torchrun: two processes (gloo on the CPU) reach the weights one process reaches with the same global batch, and
-PPO runs end to end on two ranks. Also: a compiled model's checkpoint loads into a plain one."""
+PPO runs end to end on two ranks; a rank ends in common.cleanup, before the interpreter's teardown. Also: a compiled
+model's checkpoint loads into a plain one."""
 import os
 import subprocess
 import sys
@@ -10,10 +11,10 @@ from conftest import ROOT, TINY_MODEL, read, run
 from test_ppo import tiny_checkpoints
 
 
-def torchrun(*args):
+def torchrun(*args, env=None):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
@@ -60,6 +61,26 @@ def test_ppo_runs_on_two_ranks(world, tmp_path):
     assert [l["step"] for l in log] == [1, 2] and log[0]["kl"] == 0.0 and abs(log[0]["ratio_first"] - 1) < 1e-5
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "ppo" and ckpt["step"] == 2
+
+
+def test_a_rank_ends_in_cleanup_without_the_interpreter_teardown(tmp_path):
+    """The teardown is where ranks aborted ("terminate called without an active exception", SIGABRT, in a few runs
+    of ten on a loaded 2-core machine): a gloo worker thread still freeing the tensors of the last collective asked
+    for the GIL after Python had begun to finalise, and Python ends such a thread in the middle of a C++ destructor.
+    common.cleanup now leaves before the teardown; nothing registered for it (atexit) runs, nothing after it."""
+    script = tmp_path / "end.py"
+    script.write_text(
+        "import atexit, os, sys\n"
+        "from common import cleanup, rng_state, setup\n"
+        "rt = setup('cpu')\n"
+        "rng_state(rt)  # all_gather_object: the collective whose tensors the aborting thread was freeing\n"
+        f"atexit.register(lambda: open(os.path.join({str(tmp_path)!r}, f'teardown_{{rt.rank}}'), 'w').close())\n"
+        "print(f'rank {rt.rank} done')\n"
+        "cleanup(rt)\n"
+        "print('after cleanup')\n")
+    proc = torchrun(str(script), env={"PYTHONPATH": ROOT})
+    assert "rank 0 done" in proc.stdout and "rank 1 done" in proc.stdout and "after cleanup" not in proc.stdout
+    assert not list(tmp_path.glob("teardown_*"))
 
 
 def test_a_compiled_models_checkpoint_has_plain_keys(world, tmp_path):

@@ -7,8 +7,8 @@ import torch
 from conftest import TINY_MODEL, read, run
 from common import save_checkpoint, setup
 from model import GPT, GPTConfig
-from ppo import (compute_gae, masked_whiten, policy_loss, response_logprobs, response_mask, token_rewards,
-                 value_loss)
+from ppo import (adapt_beta, compute_gae, masked_whiten, policy_loss, response_logprobs, response_mask,
+                 token_rewards, value_loss)
 from reward import RewardModel
 from tokenizer import get_tokenizer
 
@@ -89,6 +89,15 @@ def test_rewards_score_on_the_last_real_token_penalty_only_for_cut_answers_nothi
     assert torch.allclose(r, expected)
 
 
+def test_the_kl_controller_moves_beta_by_the_clipped_error_over_a_horizon_in_iterations():
+    # lm-human-preferences' horizon of 10000 answers would move beta by 0.2 * 64 / 10000 = 0.13% an iteration here
+    assert adapt_beta(1.0, kl=0.0, target=4.0, horizon=2) == pytest.approx(0.9)    # far below: -0.2 / 2
+    assert adapt_beta(1.0, kl=40.0, target=4.0, horizon=2) == pytest.approx(1.1)   # far above: +0.2 / 2
+    assert adapt_beta(1.0, kl=4.4, target=4.0, horizon=2) == pytest.approx(1.05)   # 10% above: +0.1 / 2
+    assert adapt_beta(0.3, kl=4.0, target=4.0, horizon=2) == 0.3                   # on target: unchanged
+    assert adapt_beta(1.0, kl=0.0, target=4.0, horizon=4) == pytest.approx(0.95)   # a longer horizon, a smaller step
+
+
 def test_rollout_logprobs_equal_a_fresh_forward_on_the_left_padded_batch():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
@@ -133,7 +142,7 @@ def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(
     out = tmp_path / "ppo"
     proc = run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
                "--max_iters=3", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--sample_interval=2",
-               "--ptx_coef=0.5", "--beta=0.02", "--target_kl=0.01", "--kl_horizon=100")
+               "--ptx_coef=0.5", "--beta=0.02", "--target_kl=100", "--warmup_iters=2")
     log = read(out / "log.jsonl")
     assert [l["step"] for l in log] == [1, 2, 3]
     for line in log:
@@ -144,11 +153,15 @@ def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(
         assert 0 <= line["clipfrac"] <= 1 and line["resp_len"] <= 8 and line["kl_k3"] >= 0
     assert log[0]["kl"] == 0.0 and log[0]["kl_k3"] == 0.0  # the policy is the reference before the first update
     assert log[1]["kl"] != 0.0
-    # the controller: KL 0 is below the target, so beta shrinks by the clipped error, 0.2 * 8 answers / horizon 100
-    assert log[1]["beta"] == pytest.approx(0.02 * (1 - 0.2 * 8 / 100))
+    # the controller: every KL here is far below the target, so beta shrinks by the clipped error over the horizon,
+    # 0.2 / 2 iterations, each iteration: -27% in three tiny iterations (the logged beta is the one the iteration used)
+    assert [l["beta"] for l in log] == pytest.approx([0.02, 0.02 * 0.9, 0.02 * 0.9 ** 2])
+    # warmup counts iterations: half the learning rate in the first of two, all of it from the second
+    assert [l["lr"] for l in log[:2]] == pytest.approx([3e-5 / 2, 3e-5])
     assert proc.stdout.count("] -> ") >= 2  # sample answers printed
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "ppo" and ckpt["step"] == 3 and ckpt["parent"] == str(sft)
+    assert ckpt["beta"] == pytest.approx(0.02 * 0.9 ** 3)
     assert ckpt["model_args"]["dropout"] == 0.0 and "value" in ckpt
 
 
@@ -156,13 +169,15 @@ def test_ppo_resume_continues_the_same_run(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     common = [f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", "--batch_size=4", "--minibatch_size=2",
               "--max_new_tokens=6", "--ppo_epochs=1", "--labeler=", "--ckpt_interval=2",
-              "--learning_rate=3e-4", "--min_lr=3e-4"]  # a constant learning rate: the schedule does not depend on max_iters
+              "--learning_rate=3e-4", "--min_lr=3e-4",  # constant: the schedule does not depend on max_iters
+              "--target_kl=1e-3"]  # beta moves every iteration, and must come back from the checkpoint
     run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'full'}")
     run("ppo.py", *common, "--max_iters=2", f"--out_dir={tmp_path / 'cut'}")
     proc = run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'cut'}", "--resume")
     full, cut = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("full", "cut"))
     for k in full["model"]:
         assert torch.allclose(full["model"][k], cut["model"][k], atol=1e-6), k
+    assert full["beta"] == pytest.approx(cut["beta"], rel=1e-6) and full["beta"] != 0.3
     assert [l["step"] for l in read(tmp_path / "cut" / "log.jsonl")] == [1, 2, 3, 4]
     assert "gold" not in read(tmp_path / "cut" / "log.jsonl")[0]  # --labeler= turns the gold metric off
 
