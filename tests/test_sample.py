@@ -1,0 +1,45 @@
+"""sample.py --prompts: the answers that become comparisons fit the checkpoint's context with the default length, and
+carry the tokens the model sampled, not only their lossy decoding."""
+import json
+
+import torch
+
+from common import generate_batched, load_checkpoint, model_from_checkpoint, setup
+from conftest import read, run
+from tokenizer import get_tokenizer
+
+
+def prompts_file(world, path, n):
+    path.write_text("".join(open(world / "prompts_label.jsonl").readlines()[:n]))
+    return path
+
+
+def test_prompts_with_the_default_max_new_tokens_fit_the_context(world, tiny_pt, tmp_path):
+    # the default --max_new_tokens=256 is more than the context (160 here, 192 for the embedded recipe)
+    prompts, out = prompts_file(world, tmp_path / "p.jsonl", 3), tmp_path / "samples.jsonl"
+    proc = run("sample.py", f"--ckpt={tiny_pt}", f"--prompts={prompts}", "--temperature=1", f"--out={out}")
+    assert "answers are capped at 80 tokens, half the context of 160" in proc.stderr
+    records = read(out)
+    assert len(records) == 3 and all(len(ids) <= 80 for r in records for ids in r["response_ids"])
+
+
+def test_prompts_keep_the_token_ids_the_model_sampled(world, tiny_pt, tmp_path):
+    prompts, out = prompts_file(world, tmp_path / "p.jsonl", 4), tmp_path / "samples.jsonl"
+    run("sample.py", f"--ckpt={tiny_pt}", f"--prompts={prompts}", "--num_samples=3", "--temperature=1",
+        "--max_new_tokens=24", f"--out={out}")
+    tok = get_tokenizer("bytes")
+    records = read(out)
+    # the ids are the generation itself: the same call, the same seed
+    model = model_from_checkpoint(load_checkpoint(tiny_pt), dropout=0.0).eval()
+    rendered = [tok.render_prompt(r["messages"]) for r in records for _ in range(3)]
+    again = generate_batched(model, rendered, setup("cpu"), tok.pad_id, tok.end_id, 24, 1.0, None, 1.0, 64,
+                             torch.Generator().manual_seed(1337))
+    assert [ids for r in records for ids in r["response_ids"]] == [ids for ids, _ in again]
+    assert [f for r in records for f in r["finished"]] == [f for _, f in again]
+    for r in records:
+        assert r["responses"] == [tok.decode(ids) for ids in r["response_ids"]]
+    # and they are needed: this barely trained model samples special tokens, unused rows and stray bytes, whose
+    # decoded text re-encodes to other tokens (a trained one does so rarely, but it can: the bytes tokenizer
+    # decodes any id that is not one byte of valid UTF-8 lossily, and GPT-2's BPE re-encodes text its own way)
+    lossy = [ids for r in records for ids in r["response_ids"] if tok.encode(tok.decode(ids)) != ids]
+    assert lossy, json.dumps(records)[:2000]
