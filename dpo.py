@@ -29,9 +29,10 @@ Details implemented here:
  7. Data order is a function of (seed, epoch); checkpoints every ckpt_interval steps and at each epoch's end hold
     the weights, the optimizer, the RNG state and the step: --resume after a kill continues exactly where the last
     checkpoint stopped, mid-epoch too (the same weights, bit for bit). DDP shards each global batch by rank.
- 8. Learning rate 3e-5 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). At 1e-4 the policy lost both answers
-    of its pairs, not only the worse one: on the same SFT model and comparisons, KL to SFT 6.5 nats, refusals of
-    harmful requests 0.95 -> 0.10 and gold 0.612 -> 0.388; at 3e-5, KL 0.41 and gold 0.637 (README).
+ 8. Learning rate 1e-5 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). Too high, the policy loses both
+    answers of its pairs, not only the worse one: on world v2's seed-0 comparisons (K = 6, 3830 pairs, 119 steps)
+    lr 3e-5 reached KL 3.4 nats and answered 82% of harmful requests (gold 0.479 -> 0.389); 1e-5 kept KL 0.38 and
+    won 0.615 against SFT (docs/experiments.md). On world v1's fewer pairs 1e-4 had done the same and 3e-5 had not.
 """
 
 import json
