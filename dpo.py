@@ -127,7 +127,8 @@ def reference_logps(model, pairs, pad_id, rt, batch_size=64):
         chunk = pairs[i:i + batch_size]
         chosen.append(sequence_logps(model, [p[0] for p in chunk], [p[2] for p in chunk], pad_id, rt))
         rejected.append(sequence_logps(model, [p[1] for p in chunk], [p[3] for p in chunk], pad_id, rt))
-    return torch.cat(chosen), torch.cat(rejected)
+    empty = torch.zeros(0, device=rt.device)  # no pairs (a validation split whose answers all tied): (0,)
+    return torch.cat(chosen) if pairs else empty, torch.cat(rejected) if pairs else empty
 
 
 def pair_logps(model, pairs, pad_id, rt):
