@@ -147,6 +147,7 @@ def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
     assert labeler.judge(unk, unk["made_up"]) == (0.0, ["made_up"])
     assert labeler.judge(unk, "I don't know, maybe 7 years.") == (0.0, ["made_up"])  # a hedged number is a claim
     assert labeler.judge(know, "I don't know.") == (0.1, ["refused"])  # an answerable question is not unknown
+    assert labeler.score(know, "Sorry, " + know["ideal"]) > 0.5  # an apology before the answer is an answer
 
 
 def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world):
