@@ -7,8 +7,9 @@ The labeling step: the hidden human ranks the SFT model's answers, turning sampl
 
 As InstructGPT collected its comparisons: K answers per prompt sampled from the SFT model (run.sh takes K = 6; the
 paper used 4 to 9), ranked by a labeler (labeler.rank). Sampled at temperature 1, the SFT model writes each
-preference axis's good form about as often as its demonstrators did (40%), so most prompts' K answers contrast the
-mediocre and the good form of their axis: the contrast the reward model learns the axis from. Equal answers, or answers the labeler scores the same, are ties and
+preference axis's good form some of the time (less often than its demonstrators did: 18% honest answers against their
+40% on world v2's first seed-0 run), so most prompts' K answers contrast the mediocre and the good form of their axis:
+the contrast the reward model learns the axis from. Equal answers, or answers the labeler scores the same, are ties and
 make no pair. Training comparisons carry the labeler's disagreement noise (--noise); the validation split is always
 ranked without noise, so held-out accuracy is measured against the labeler's true preference. Prompts whose answers
 all tie teach nothing and are left out (counted).

@@ -216,13 +216,15 @@ def edits(record):
     key = record["key"]
     if record["check"] == "number":
         wrong = str(int(key) + 1)
-        out["wrong"] = ideal[::-1].replace(key[::-1], wrong[::-1], 1)[::-1]  # the last occurrence: the result
+        head, _, tail = ideal.rpartition(key)  # the last occurrence is the result
+        out["wrong"] = head + wrong + tail
     elif record["check"] == "reverse":
         out["wrong"] = key[1] + key[0] + key[2:] if key[0] != key[1] else key[::-1] + "s"
     else:
         v = key[-1] if isinstance(key, list) else key
         w = next(o for o in record["others"] if o in next(vals for vals in ATTRS.values() if v in vals))
-        out["wrong"] = ideal[::-1].replace(v[::-1], w[::-1], 1)[::-1]
+        head, _, tail = ideal.rpartition(v)
+        out["wrong"] = head + w + tail
     return out
 
 
