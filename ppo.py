@@ -1,8 +1,12 @@
 """
 PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts, the frozen reward model scores the
 answers, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model.
+On the same rollouts, two critic-free estimators replace PPO's value model with the other answers to the same prompt:
+RLOO and GRPO (15-19).
 
     python ppo.py                                   # out/sft + out/reward -> out/ppo (~3 minutes on 2 CPU cores)
+    python ppo.py --estimator=rloo --out_dir=out/rloo    # RLOO: 16 prompts x 4 answers an iteration, no value model
+    python ppo.py --estimator=grpo --out_dir=out/grpo    # GRPO: group-normalised scores, the KL as a k3 loss term
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
     python ppo.py --target_kl=1                     # adaptive beta toward a KL target (Ziegler et al. 2019)
     python ppo.py --ptx_coef=1 --out_dir=out/ppo_ptx     # PPO-ptx: mix in the pretraining loss
@@ -10,6 +14,7 @@ answers, and PPO moves the policy toward higher scores while a per-token KL pena
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
 
     from ppo import compute_gae, masked_whiten, policy_loss, value_loss   # pure functions on (B, T) tensors
+    from ppo import rloo_advantages, grpo_advantages, kl_k3                # ... and on (B,) groups of k answers
 
 Details implemented here, numbered where the code implements them. Sources: InstructGPT (Ouyang et al. 2022, eq. 2
 and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human preferences"), PPO (Schulman et al.
@@ -58,6 +63,50 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     has blind spots (it likes refusals and terse answers it cannot check); with beta 0.02 (lr 3e-5) the policy
     reaches KL 11 nats in 20 iterations and the gold score falls from 0.5 to 0.1; 0.3 holds it below 1 nat.
     See the README for the runs, and `--beta=0` for the over-optimisation the penalty exists to prevent.
+
+Critic-free estimators (--estimator=rloo|grpo). Sources: RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting
+REINFORCE style optimization for learning from human feedback in LLMs", after Kool et al. 2019), GRPO (Shao et al. 2024,
+"DeepSeekMath", sec. 4.1-4.2), Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"), Tang & Munos 2025
+("On a few pitfalls in KL divergence gradient estimation for RL").
+15. One switch, not a second script: the three estimators share everything but how a scored rollout batch becomes
+    advantages and one loss term, ~30 lines; a second script would copy the rollout, scoring and update loop (~150
+    lines) or cut this flat loop into the framework functions CleanRL's style avoids. rloo and grpo sample k answers
+    for each of batch_size / k prompts: the same answers an iteration as PPO, so costs compare; a group's answers sit
+    in adjacent rows. They keep (2)-(4), (9), (10), (12), (13) and drop the value model: it is neither built, trained
+    nor checkpointed (one model, its AdamW state and a forward pass in scoring and in every update fewer). k = 1 is
+    refused: an answer's baseline is the other answers to its prompt. The checkpoint's stage stays "ppo" (the script
+    that wrote it; its config names the estimator), so every reader of ppo checkpoints reads it; --resume refuses a
+    checkpoint of another estimator.
+16. RLOO (Ahmadian et al. sec. 2.3): an answer's reward is (5)'s per-token rewards summed, score - beta * sum_t kl_t
+    (their eq. 3's sequence-level KL-shaped reward), and its advantage that reward minus the mean of the other k - 1
+    answers' (= k / (k - 1) times its distance to the group mean): unbiased, the baseline does not depend on the
+    answer. Every token of the answer gets it; no whitening (the paper has none). The loss is (10)'s clipped surrogate:
+    at ratio 1 its gradient is REINFORCE's, -A * sum_t grad log pi(y_t), so --ppo_epochs=1 with --minibatch_size equal
+    to --batch_size is the paper's plain REINFORCE (TRL's RLOO trainer is built on the same identity: REINFORCE is
+    PPO with one epoch of one minibatch); the defaults keep PPO's epochs, minibatches and clip, as TRL's RLOO trainer
+    allows, so that the gradient steps an iteration compare with PPO's. Paper: k = 2 and 4, beta 0.03 (TL;DR) and
+    0.10 (HH), lr 1e-6, 2 gradient steps a rollout batch, no clipping.
+17. GRPO (Shao et al. eq. 3): the advantage of an answer is (score - group mean) / (group std + 1e-4), the same for
+    every token; population std (the paper does not say which; TRL's is the sample std); a group whose scores are all
+    equal gets 0, not NaN. No KL in the reward: beta times Schulman's k3 per token, pi_ref / pi - log(pi_ref / pi) - 1
+    (their eq. 4), averaged like the surrogate (18), is a loss term; 0 with a 0 gradient at pi = pi_ref. Note (Tang &
+    Munos 2025): differentiated as a loss on samples of pi, k3's gradient is in expectation that of KL(pi_ref || pi)
+    token by token, not the sequence-level KL(pi || pi_ref) that (5)'s penalty and RLOO's optimise; it is the paper's.
+    Paper: G = 64 answers a question, beta 0.04, lr 1e-6, one gradient step a rollout batch.
+18. Aggregation, and the critiques of Liu et al. 2025 (Dr. GRPO). GRPO's eq. 3 averages each answer's tokens (1 / |o_i|)
+    before the answers: a short answer's tokens weigh more, so a positive advantage favours short answers and a
+    negative one is diluted in long ones (wrong answers grow longer). Deviation: every estimator here takes PPO's
+    token-level mean over the minibatch (10), so an answer's gradient is its advantage times sum_t grad log pi, the
+    REINFORCE direction, times one constant shared by the minibatch. The division by the group's std weights up
+    prompts whose answers score nearly alike (a 0.01 spread among four answers becomes +-1): kept by default because
+    it is GRPO's; --group_std=false drops it (Dr. GRPO's advantage: RLOO's on the score alone, up to k / (k - 1)).
+19. Defaults for rloo and grpo: k = 4 (the larger of Ahmadian et al.'s 2 and 4; GRPO's 64 fill its 1024-answer
+    batches, and would leave one prompt an iteration of 64 answers here); beta = 0.3 as PPO's (14): the same RM with
+    the same blind spots, and for rloo the same objective, score - beta * KL, so that the estimators differ and not
+    the objectives; for grpo 0.3 is 7.5x its paper's 0.04 as PPO's is 15x InstructGPT's 0.02 (not measured on the
+    full world yet). Learning rate, epochs, minibatches and clip are PPO's: the comparison is of estimators, not of
+    budgets. "tied" logs the fraction of groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025,
+    samples more prompts to replace them; here they are only counted).
 """
 
 import json
@@ -88,13 +137,16 @@ class Config:
     labeler: str = "data/assistant/labeler.py"  # only to log the batch's gold score; never in the loss ("" = none)
     out_dir: str = "out/ppo"           # checkpoint and log.jsonl go here
     resume: bool = False               # continue from out_dir/ckpt.pt
+    estimator: str = "gae"             # advantages: gae (PPO, with a value model; 7), rloo (16) or grpo (17)
+    k: int = 4                         # rloo, grpo: answers sampled per prompt, >= 2 (15, 19); gae samples one
+    group_std: bool = True             # grpo: divide by the group's score std (17); false: Dr. GRPO's advantage (18)
     max_iters: int = 32                # rollout batches (iterations); the gold score stops moving by ~20 here
-    batch_size: int = 64               # prompts per rollout batch per process
+    batch_size: int = 64               # answers per rollout batch per process: one per prompt (gae), or k (15)
     minibatch_size: int = 16           # answers per PPO update (9)
     ppo_epochs: int = 4                # passes over each rollout batch (9)
     max_new_tokens: int = 64           # response length limit (2)
     temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
-    beta: float = 0.3                  # KL penalty coefficient (5), the start value when adaptive (6); see (14)
+    beta: float = 0.3                  # KL coefficient: in the reward (5, 16), of the grpo loss term (17); (6, 14, 19)
     target_kl: float = 0.0             # > 0: adapt beta toward this KL per answer, in nats (6)
     kl_horizon: float = 2.0            # the controller's horizon in iterations: beta moves <= 0.2 / horizon a step (6)
     missing_eos_penalty: float = 1.0   # subtracted from the score of an answer cut by the length limit (4)
@@ -195,6 +247,33 @@ def token_rewards(kl, score, mask, finished, beta, missing_eos_penalty):
     return rewards
 
 
+def rloo_advantages(rewards, k):
+    """(16) RLOO: rewards (B,) of B / k prompts' answers, each prompt's k answers in adjacent rows -> advantages (B,),
+    each answer's reward minus the mean of the other k - 1 answers' to the same prompt."""
+    if k < 2:
+        raise ValueError(f"RLOO needs k >= 2 answers per prompt (k = {k}): the baseline is the mean of the others")
+    r = rewards.view(-1, k)                                              # (B / k, k)
+    others = (r.sum(1, keepdim=True) - r) / (k - 1)                      # (B / k, k) leave-one-out means
+    return (r - others).view(-1)
+
+
+def grpo_advantages(scores, k, scale=True, eps=1e-4):
+    """(17) GRPO: scores (B,), k answers per prompt in adjacent rows -> advantages (B,): (score - group mean) divided
+    (scale) by the group's population std + eps, so a group of equal scores gets 0. scale=False: Dr. GRPO (18)."""
+    s = scores.view(-1, k)                                               # (B / k, k)
+    adv = s - s.mean(1, keepdim=True)
+    if scale:
+        adv = adv / (s.std(1, unbiased=False, keepdim=True) + eps)
+    return adv.view(-1)
+
+
+def kl_k3(logp, ref_logp):
+    """(5) (17) Schulman's k3 estimate of KL(pi || pi_ref) per token, r - 1 - log r with r = pi_ref / pi: never
+    negative, and 0 with a 0 gradient where pi = pi_ref. logp, ref_logp (B, T), pads masked to equal values."""
+    log_r = ref_logp - logp
+    return torch.exp(log_r) - 1 - log_r
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # models and forward passes
 
@@ -222,8 +301,8 @@ def response_logprobs(model, idx, mask, P, temperature):
 @torch.no_grad()
 def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
     """Policy and reference log-probs, entropy, values (all (B, n)) and RM scores (B,) of a rollout batch,
-    chunk answers at a time."""
-    out = {k: [] for k in ("logp", "ref_logp", "entropy", "values", "score")}
+    chunk answers at a time. value None (rloo, grpo: 15): no values."""
+    out = {k: [] for k in ("logp", "ref_logp", "entropy", "score") + (("values",) if value is not None else ())}
     for i in range(0, seq.size(0), chunk):
         x, m = seq[i:i + chunk], mask[i:i + chunk]
         with rt.autocast:
@@ -231,7 +310,8 @@ def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
             out["logp"].append(logp)
             out["entropy"].append(-(logp_all.exp() * logp_all).sum(-1))
             out["ref_logp"].append(response_logprobs(ref, x, m, P, temperature)[0])
-            out["values"].append(value(x, m)[:, P - 1:-1].float())
+            if value is not None:
+                out["values"].append(value(x, m)[:, P - 1:-1].float())
             out["score"].append(rm(x, m).float())                         # (4) at the last real token
     return {k: torch.cat(v) for k, v in out.items()}
 
@@ -242,10 +322,23 @@ def check_prompt(record):
 
 if __name__ == "__main__":
     cfg = parse_config(Config)
+    if cfg.estimator not in ("gae", "rloo", "grpo"):
+        raise SystemExit(f"--estimator={cfg.estimator} is not one of gae (PPO), rloo, grpo")
+    gae = cfg.estimator == "gae"  # (15) only PPO has a value model
+    k = 1 if gae else cfg.k       # answers per prompt
+    if k < 2 and not gae:  # (15)
+        raise SystemExit(f"--estimator={cfg.estimator} needs --k >= 2 answers per prompt: an answer's baseline is the "
+                         f"other answers to its prompt, and with --k={cfg.k} there are none")
+    if cfg.batch_size % k:
+        raise SystemExit(f"--batch_size={cfg.batch_size} answers do not split into groups of --k={k}: use a multiple "
+                         f"of {k}")
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
     source = cfg.out_dir if cfg.resume else cfg.init_from
     ckpt = load_checkpoint(source, stages=("ppo",) if cfg.resume else LM_STAGES,
                            hint="PPO starts from the SFT model: run sft.py")
+    if cfg.resume and ckpt["config"].get("estimator", "gae") != cfg.estimator:  # (15)
+        raise SystemExit(f"{source} holds a --estimator={ckpt['config'].get('estimator', 'gae')} run, not "
+                         f"--estimator={cfg.estimator}: resume it with its estimator, or use another --out_dir")
     tok = get_tokenizer(ckpt["tokenizer"])
     rm, rm_ckpt = load_reward_model(cfg.reward)
     if rm_ckpt["tokenizer"] != tok.name:
@@ -266,14 +359,16 @@ if __name__ == "__main__":
     if cfg.ptx_coef > 0:  # (12)
         corpus = np.memmap(os.path.join(cfg.data_dir, "train.bin"), dtype=np.uint16, mode="r")
 
-    # (1) the four models, dropout off in all of them
+    # (1) the four models (three without the value model: 15), dropout off in all of them
     policy = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device)
     sft = ckpt if not cfg.resume else load_checkpoint(ckpt["parent"], stages=LM_STAGES)
     ref = model_from_checkpoint(sft, dropout=0.0).to(rt.device).eval().requires_grad_(False)
     rm.to(rt.device).requires_grad_(False)
-    value = ValueModel(rm.gpt.config).to(rt.device)
-    value.load_state_dict(ckpt["value"] if cfg.resume else rm.state_dict())
-    both = nn.ModuleList([policy, value])  # one optimizer, one gradient clip (11)
+    value = None
+    if gae:
+        value = ValueModel(rm.gpt.config).to(rt.device)
+        value.load_state_dict(ckpt["value"] if cfg.resume else rm.state_dict())
+    both = nn.ModuleList([policy, value] if gae else [policy])  # one optimizer, one gradient clip (11)
     optimizer = configure_optimizer(both, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
     it, beta = 0, cfg.beta
@@ -283,14 +378,19 @@ if __name__ == "__main__":
             rt.scaler.load_state_dict(ckpt["scaler"])
         it, beta = ckpt["step"], ckpt["beta"]
     parent = ckpt["parent"] if cfg.resume else source_of(cfg.init_from)
-    policy_w, value_w = wrap(policy, rt, cfg.compile), wrap(value, rt, cfg.compile)
-    policy.eval(), value.eval()  # (1) eval mode throughout; no dropout anyway, but no surprises either
+    policy_w, value_w = wrap(policy, rt, cfg.compile), wrap(value, rt, cfg.compile) if gae else None
+    policy.eval()  # (1) eval mode throughout; no dropout anyway, but no surprises either
+    if gae:
+        value.eval()
 
-    per_iter = cfg.batch_size * rt.world_size
+    n_prompts = cfg.batch_size // k  # this rank's prompts an iteration, k answers each (15)
+    per_iter = n_prompts * rt.world_size
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
-        print(f"models: policy and reference {policy.num_params() / 1e6:.2f}M from {cfg.init_from}, reward and value "
-              f"from {cfg.reward}; {len(prompts)} prompts, {per_iter} per iteration, {cfg.max_iters} iterations")
+        print(f"models: policy and reference {policy.num_params() / 1e6:.2f}M from {cfg.init_from}, "
+              f"{'reward and value' if gae else 'reward (no value model: ' + cfg.estimator + ')'} from {cfg.reward}; "
+              f"{len(prompts)} prompts, {per_iter} per iteration{'' if gae else f' x {k} answers'}, "
+              f"{cfg.max_iters} iterations")
     logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, it if cfg.resume else None)
 
     def checkpoint():
@@ -299,7 +399,7 @@ if __name__ == "__main__":
                            "tokenizer": tok.name, "stage": "ppo", "parent": parent,
                            "reward": os.path.abspath(cfg.reward), "config": asdict(cfg), "step": it, "beta": beta}
             save_checkpoint(os.path.join(cfg.out_dir, f"iter_{it}.pt"), policy_only)  # for evaluate.py --snapshots
-            save_checkpoint(cfg.out_dir, {**policy_only, "value": unwrap(value_w).state_dict(),
+            save_checkpoint(cfg.out_dir, {**policy_only, **({"value": unwrap(value_w).state_dict()} if gae else {}),
                                           "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict()})
 
     while it < cfg.max_iters:
@@ -309,7 +409,8 @@ if __name__ == "__main__":
         order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         order = order + torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1)
                                        ).tolist()  # the batch may run past the end of this epoch's order
-        ids = order[i + rt.rank * cfg.batch_size:i + (rt.rank + 1) * cfg.batch_size]
+        ids = order[i + rt.rank * n_prompts:i + (rt.rank + 1) * n_prompts]
+        ids = [j for j in ids for _ in range(k)]  # (15) a prompt's k answers in adjacent rows: a group
         batch = [prompts[j] for j in ids]
         P = max(len(p) for p in batch)
         x = torch.tensor([[tok.pad_id] * (P - len(p)) + p for p in batch], device=rt.device)   # (B, P)
@@ -327,9 +428,18 @@ if __name__ == "__main__":
         r = score_rollout(policy, ref, value, rm, seq, mask, P, cfg.temperature, cfg.minibatch_size, rt)
         fmask = rmask.float()
         kl = (r["logp"] - r["ref_logp"]) * fmask                             # (5) k1 per token
-        rewards = token_rewards(kl, r["score"], fmask, finished, beta, cfg.missing_eos_penalty)  # (4) (5)
-        advantages, returns = compute_gae(rewards, r["values"], fmask, cfg.gamma, cfg.lam)  # (7)
-        advantages = masked_whiten(advantages, fmask)                        # (8)
+        if gae:
+            rewards = token_rewards(kl, r["score"], fmask, finished, beta, cfg.missing_eos_penalty)  # (4) (5)
+            advantages, returns = compute_gae(rewards, r["values"], fmask, cfg.gamma, cfg.lam)  # (7)
+            advantages = masked_whiten(advantages, fmask)                    # (8)
+        else:  # (16) RLOO's reward: (5)'s summed over the answer; (17) GRPO's: the score alone, its KL is in the loss
+            in_reward = beta if cfg.estimator == "rloo" else 0.0
+            seq_rewards = token_rewards(kl, r["score"], fmask, finished, in_reward, cfg.missing_eos_penalty).sum(1)
+            adv = (rloo_advantages(seq_rewards, k) if cfg.estimator == "rloo"                # (16) (B,)
+                   else grpo_advantages(seq_rewards, k, cfg.group_std))                    # (17) (B,)
+            advantages = adv[:, None] * fmask                                # (B, n): the answer's, on every token
+            spread = seq_rewards.view(-1, k)                                 # (B / k, k)
+            tied = (spread.max(1).values - spread.min(1).values <= 1e-6).float().mean()  # (19) groups without signal
         t2 = time.time()
 
         # ---- (9) PPO epochs over shuffled minibatches
@@ -337,7 +447,7 @@ if __name__ == "__main__":
         for group in optimizer.param_groups:
             group["lr"] = lr
         g = torch.Generator().manual_seed(cfg.seed + 31 * it)
-        stats = {k: [] for k in ("pg_loss", "vf_loss", "ptx_loss", "clipfrac", "approx_kl")}
+        stats = {name: [] for name in ("pg_loss", "vf_loss", "kl_loss", "ptx_loss", "clipfrac", "approx_kl")}
         ratio_first = None
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(seq.size(0), generator=g).to(rt.device)
@@ -346,10 +456,17 @@ if __name__ == "__main__":
                 m = fmask[mb]
                 with rt.autocast:
                     logp, _ = response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)
-                    v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float()
-                pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10)
-                vf = value_loss(v, r["values"][mb], returns[mb], m, cfg.vf_clip)                         # (11)
-                loss = pg + cfg.vf_coef * vf
+                    v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float() if gae else None
+                pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10) (18)
+                loss = pg
+                if gae:
+                    vf = value_loss(v, r["values"][mb], returns[mb], m, cfg.vf_clip)                     # (11)
+                    loss = pg + cfg.vf_coef * vf
+                    stats["vf_loss"].append(vf.item())
+                if cfg.estimator == "grpo":  # (17) beta * k3 to the reference, token-averaged as the surrogate (18)
+                    kl_term = masked_mean(kl_k3(logp * m, r["ref_logp"][mb] * m), m)
+                    loss = pg + beta * kl_term
+                    stats["kl_loss"].append(kl_term.item())
                 if corpus is not None:  # (12) PPO-ptx: windows of the pretraining corpus
                     gp = torch.Generator().manual_seed(cfg.seed + 7 * len(stats["pg_loss"]) + 100003 * it + rt.rank)
                     starts = torch.randint(len(corpus) - block - 1, (cfg.ptx_batch_size,), generator=gp).tolist()
@@ -364,40 +481,44 @@ if __name__ == "__main__":
                 rt.scaler.scale(loss).backward()
                 clip_and_step(both, optimizer, rt, cfg.grad_clip, loss.item(), it, cfg.out_dir)
                 optimizer.zero_grad(set_to_none=True)
-                for k, val in (("pg_loss", pg), ("vf_loss", vf), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
-                    stats[k].append(val.item())
+                for name, val in (("pg_loss", pg), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
+                    stats[name].append(val.item())
         t3 = time.time()
 
         # ---- statistics of this iteration, averaged over ranks (13)
         lengths = rmask.sum(1).float()
-        v_err = masked_mean((returns - r["values"] - masked_mean(returns - r["values"], fmask)) ** 2, fmask)
-        v_var = masked_mean((returns - masked_mean(returns, fmask)) ** 2, fmask)
-        log_r = (r["ref_logp"] - r["logp"]) * fmask
+        avg = {name: sum(v) / len(v) for name, v in stats.items() if v}  # over the iteration's minibatches
+        critic = {}
+        if gae:  # (11) the value model's loss and the share of the returns' variance it explains
+            v_err = masked_mean((returns - r["values"] - masked_mean(returns - r["values"], fmask)) ** 2, fmask)
+            v_var = masked_mean((returns - masked_mean(returns, fmask)) ** 2, fmask)
+            critic = {"vf_loss": avg["vf_loss"], "explained_var": 1.0 - (v_err / v_var.clamp(min=1e-8)).item()}
         texts = [tok.decode(row[:int(n) - int(f)]) for row, n, f in zip(seq[:, P:].tolist(), lengths, finished)]
         gold = [labeler.score(records[j], t) for j, t in zip(ids, texts)] if labeler else None
         metrics = {
             "rm_score": r["score"].mean().item(),
             **({"gold": sum(gold) / len(gold)} if gold else {}),                  # a metric, never a reward
             "kl": kl.sum(1).mean().item(),                                         # (5) k1, nats per answer
-            "kl_k3": ((torch.exp(log_r) - 1 - log_r) * fmask).sum(1).mean().item(),  # (5) k3
+            "kl_k3": (kl_k3(r["logp"] * fmask, r["ref_logp"] * fmask) * fmask).sum(1).mean().item(),  # (5) k3
             "entropy": masked_mean(r["entropy"], fmask).item(),
-            "clipfrac": sum(stats["clipfrac"]) / len(stats["clipfrac"]),
-            "approx_kl": sum(stats["approx_kl"]) / len(stats["approx_kl"]),
-            "pg_loss": sum(stats["pg_loss"]) / len(stats["pg_loss"]),
-            "vf_loss": sum(stats["vf_loss"]) / len(stats["vf_loss"]),
-            "explained_var": 1.0 - (v_err / v_var.clamp(min=1e-8)).item(),
+            "clipfrac": avg["clipfrac"],
+            "approx_kl": avg["approx_kl"],
+            "pg_loss": avg["pg_loss"],
+            **critic,
+            **({"kl_loss": avg["kl_loss"]} if "kl_loss" in avg else {}),       # (17) k3 per token, before beta
+            **({"tied": tied.item()} if not gae else {}),                        # (19)
             "resp_len": lengths.mean().item(),
             "finished": finished.float().mean().item(),
             "ratio_first": ratio_first,
-            **({"ptx_loss": sum(stats["ptx_loss"]) / len(stats["ptx_loss"])} if stats["ptx_loss"] else {}),
+            **({"ptx_loss": avg["ptx_loss"]} if "ptx_loss" in avg else {}),
             "beta": beta, "lr": lr,
             "t_rollout": t1 - t0, "t_score": t2 - t1, "t_update": t3 - t2,
         }
         if rt.ddp:
-            keys = [k for k in metrics if k not in ("beta", "lr")]
-            t = torch.tensor([metrics[k] for k in keys], device=rt.device, dtype=torch.float64)
+            keys = [name for name in metrics if name not in ("beta", "lr")]
+            t = torch.tensor([metrics[name] for name in keys], device=rt.device, dtype=torch.float64)
             dist.all_reduce(t)
-            metrics.update({k: v / rt.world_size for k, v in zip(keys, t.tolist())})
+            metrics.update({name: v / rt.world_size for name, v in zip(keys, t.tolist())})
         if cfg.target_kl > 0:  # (6) the same beta on every rank: metrics["kl"] is averaged over them (13)
             beta = adapt_beta(beta, metrics["kl"], cfg.target_kl, cfg.kl_horizon)
         it += 1

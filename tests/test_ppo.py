@@ -7,8 +7,8 @@ import torch
 from conftest import TINY_MODEL, read, run
 from common import save_checkpoint, setup
 from model import GPT, GPTConfig
-from ppo import (adapt_beta, compute_gae, masked_whiten, policy_loss, response_logprobs, response_mask,
-                 token_rewards, value_loss)
+from ppo import (adapt_beta, compute_gae, grpo_advantages, kl_k3, masked_whiten, policy_loss, response_logprobs,
+                 response_mask, rloo_advantages, token_rewards, value_loss)
 from reward import RewardModel
 from tokenizer import get_tokenizer
 
@@ -89,6 +89,58 @@ def test_rewards_score_on_the_last_real_token_penalty_only_for_cut_answers_nothi
     assert torch.allclose(r, expected)
 
 
+def test_rloo_advantage_is_the_reward_minus_the_mean_of_the_other_answers_to_the_prompt():
+    # two prompts, k = 4 answers each in adjacent rows; the reward is PPO's per-token reward summed over the answer
+    mask = torch.tensor([[1.0, 1.0, 0.0]] * 8)
+    kl = torch.tensor([[0.5, 0.5, 0.0]] * 8)                                       # 1 nat per answer
+    score = torch.tensor([1.3, 2.3, 3.3, 6.3, 0.3, 0.3, 0.3, 4.3])
+    rewards = token_rewards(kl, score, mask, torch.ones(8, dtype=torch.bool), 0.3, 1.0).sum(1)
+    assert torch.allclose(rewards, score - 0.3, atol=1e-6)                         # score - beta * KL
+    adv = rloo_advantages(rewards, 4)
+    # by hand: 1 - (2 + 3 + 6) / 3, 2 - (1 + 3 + 6) / 3, 3 - (1 + 2 + 6) / 3, 6 - (1 + 2 + 3) / 3; then 0, 0, 0, 4
+    expected = torch.tensor([1 - 11 / 3, 2 - 10 / 3, 3 - 9 / 3, 6 - 6 / 3, -4 / 3, -4 / 3, -4 / 3, 4.0])
+    assert torch.allclose(adv, expected, atol=1e-5)
+    assert torch.allclose(adv.view(2, 4).sum(1), torch.zeros(2), atol=1e-5)      # = k / (k - 1) (R - group mean)
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(rewards, 1)
+
+
+def test_critic_free_estimators_refuse_one_answer_per_prompt_in_one_sentence(world, tmp_path):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
+    for estimator in ("rloo", "grpo"):
+        proc = run("ppo.py", f"--estimator={estimator}", "--k=1", f"--data_dir={world}", f"--init_from={sft}",
+                   f"--reward={rm}", f"--out_dir={tmp_path / estimator}", check=False)
+        assert proc.returncode == 1 and not (tmp_path / estimator).exists()
+        message = proc.stderr.strip()
+        assert "\n" not in message and message.count(". ") == 0 and "--k >= 2" in message, message
+    proc = run("ppo.py", "--estimator=reinforce", f"--init_from={sft}", f"--reward={rm}", check=False)
+    assert proc.returncode == 1 and "gae (PPO), rloo, grpo" in proc.stderr
+
+
+def test_grpo_normalises_each_group_by_hand_and_an_all_equal_group_gets_zero():
+    scores = torch.tensor([1.0, 2.0, 3.0, 6.0, 0.7, 0.7, 0.7, 0.7])
+    adv = grpo_advantages(scores, 4)
+    std = math.sqrt((4 + 1 + 0 + 9) / 4)                                           # population std of 1, 2, 3, 6
+    assert torch.allclose(adv[:4], torch.tensor([-2.0, -1.0, 0.0, 3.0]) / (std + 1e-4), atol=1e-6)
+    assert torch.isfinite(adv).all() and adv[4:].abs().max() < 1e-6                # no signal, and no NaN
+    # Dr. GRPO (--group_std=false): the distance to the group mean alone
+    assert torch.allclose(grpo_advantages(scores, 4, scale=False)[:4], torch.tensor([-2.0, -1.0, 0.0, 3.0]))
+
+
+def test_the_k3_kl_term_and_its_gradient_are_zero_when_the_policy_is_the_reference():
+    torch.manual_seed(0)
+    ref = torch.randn(3, 5) - 2
+    logp = ref.clone().requires_grad_(True)
+    term = kl_k3(logp, ref)
+    assert (term == 0).all()
+    term.sum().backward()
+    assert (logp.grad == 0).all()
+    # away from the reference it is positive, and it is r - 1 - log r with r = pi_ref / pi
+    other = ref + 0.3 * torch.randn(3, 5)
+    r = torch.exp(ref - other)
+    assert torch.allclose(kl_k3(other, ref), r - 1 - torch.log(r), atol=1e-6) and (kl_k3(other, ref) > 0).all()
+
+
 def test_the_kl_controller_moves_beta_by_the_clipped_error_over_a_horizon_in_iterations():
     # lm-human-preferences' horizon of 10000 answers would move beta by 0.2 * 64 / 10000 = 0.13% an iteration here
     assert adapt_beta(1.0, kl=0.0, target=4.0, horizon=2) == pytest.approx(0.9)    # far below: -0.2 / 2
@@ -165,12 +217,14 @@ def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(
     assert ckpt["model_args"]["dropout"] == 0.0 and "value" in ckpt
 
 
-def test_ppo_resume_continues_the_same_run(world, tmp_path):
+@pytest.mark.parametrize("estimator", ["gae", "rloo", "grpo"])
+def test_ppo_resume_continues_the_same_run(world, tmp_path, estimator):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     common = [f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", "--batch_size=4", "--minibatch_size=2",
               "--max_new_tokens=6", "--ppo_epochs=1", "--labeler=", "--ckpt_interval=2",
               "--learning_rate=3e-4", "--min_lr=3e-4",  # constant: the schedule does not depend on max_iters
-              "--target_kl=1e-3"]  # beta moves every iteration, and must come back from the checkpoint
+              "--target_kl=1e-3",  # beta moves every iteration, and must come back from the checkpoint
+              f"--estimator={estimator}", "--k=2"]  # rloo, grpo: 2 prompts x 2 answers an iteration
     run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'full'}")
     run("ppo.py", *common, "--max_iters=2", f"--out_dir={tmp_path / 'cut'}")
     proc = run("ppo.py", *common, "--max_iters=4", f"--out_dir={tmp_path / 'cut'}", "--resume")
@@ -180,6 +234,44 @@ def test_ppo_resume_continues_the_same_run(world, tmp_path):
     assert full["beta"] == pytest.approx(cut["beta"], rel=1e-6) and full["beta"] != 0.3
     assert [l["step"] for l in read(tmp_path / "cut" / "log.jsonl")] == [1, 2, 3, 4]
     assert "gold" not in read(tmp_path / "cut" / "log.jsonl")[0]  # --labeler= turns the gold metric off
+    assert ("value" in cut) == (estimator == "gae") and cut["config"]["estimator"] == estimator
+    # a checkpoint goes on only under the estimator that wrote it (a gae one has a value model the others lack)
+    other = "rloo" if estimator == "gae" else "gae"
+    proc = run("ppo.py", *common[:-2], f"--estimator={other}", "--max_iters=6", f"--out_dir={tmp_path / 'cut'}",
+               "--resume", check=False)
+    assert proc.returncode == 1 and f"--estimator={estimator} run" in proc.stderr, proc.stderr
+
+
+CRITIC_FREE_METRICS = tuple(m for m in METRICS if m not in ("vf_loss", "explained_var")) + ("tied",)
+
+
+@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+def test_critic_free_estimators_through_the_command_line_log_every_metric_without_a_value_model(world, tmp_path,
+                                                                                               estimator):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.1)
+    out = tmp_path / estimator
+    common = [f"--estimator={estimator}", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}",
+              "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--k=4"]
+    proc = run("ppo.py", *common, f"--out_dir={out}", "--max_iters=3", "--sample_interval=2", "--target_kl=100")
+    log = read(out / "log.jsonl")
+    assert [l["step"] for l in log] == [1, 2, 3]
+    for line in log:
+        for k in CRITIC_FREE_METRICS + (("kl_loss",) if estimator == "grpo" else ()):
+            assert isinstance(line[k], float) and math.isfinite(line[k]), (k, line)
+        assert "vf_loss" not in line and "explained_var" not in line and ("kl_loss" in line) == (estimator == "grpo")
+        assert abs(line["ratio_first"] - 1.0) < 1e-5  # the rollout's log-probs, no dropout: ratio 1 at first
+        assert 0 <= line["clipfrac"] <= 1 and 0 <= line["tied"] <= 1 and line["kl_k3"] >= 0
+    assert log[0]["kl"] == 0.0 and log[1]["kl"] != 0.0
+    assert [l["beta"] for l in log] == pytest.approx([0.3, 0.3 * 0.9, 0.3 * 0.9 ** 2])  # (6) works for both
+    assert "2 per iteration x 4 answers" in proc.stdout and "no value model" in proc.stdout
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["stage"] == "ppo" and ckpt["step"] == 3 and ckpt["config"]["estimator"] == estimator
+    assert "value" not in ckpt and ckpt["model_args"]["dropout"] == 0.0
+    # near temperature 0 a prompt's k answers are the same answer: every group is tied, no advantage, no loss.
+    # The rows of a group are the same prompt, or their answers would differ.
+    run("ppo.py", *common, f"--out_dir={tmp_path / 'greedy'}", "--max_iters=1", "--temperature=1e-3", "--labeler=")
+    line = read(tmp_path / "greedy" / "log.jsonl")[0]
+    assert line["tied"] == 1.0 and line["pg_loss"] == 0.0 and line["clipfrac"] == 0.0
 
 
 def expected_last_token_reward(policy_dir, rm, prompts):
@@ -195,10 +287,11 @@ def expected_last_token_reward(policy_dir, rm, prompts):
     return total / len(prompts)
 
 
-def test_ppo_raises_the_reward_it_is_given(world, tmp_path):
-    """PPO must climb the RM's score. Answers are one token long and this RM scores only that token: it is the
-    policy's own trunk (an RM starts from SFT) with its blocks and positions zeroed, so its head reads the token's
-    embedding. The expected score over all 320 answers, before and after, leaves no sampling noise."""
+@pytest.mark.parametrize("estimator", ["gae", "rloo", "grpo"])
+def test_ppo_raises_the_reward_it_is_given(world, tmp_path, estimator):
+    """PPO, RLOO and GRPO must climb the RM's score. Answers are one token long and this RM scores only that token:
+    it is the policy's own trunk (an RM starts from SFT) with its blocks and positions zeroed, so its head reads the
+    token's embedding. The expected score over all 320 answers, before and after, leaves no sampling noise."""
     sft, rm_path = tiny_checkpoints(tmp_path, dropout=0.0)
     ckpt = torch.load(rm_path / "ckpt.pt", weights_only=False)
     policy = torch.load(sft / "ckpt.pt", weights_only=False)["model"]
@@ -210,10 +303,10 @@ def test_ppo_raises_the_reward_it_is_given(world, tmp_path):
     out = tmp_path / "ppo"
     run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm_path}", f"--out_dir={out}",
         "--max_iters=8", "--batch_size=32", "--minibatch_size=16", "--max_new_tokens=1", "--labeler=",
-        "--learning_rate=1e-3", "--min_lr=1e-3", "--missing_eos_penalty=0")
+        "--learning_rate=1e-3", "--min_lr=1e-3", "--missing_eos_penalty=0", f"--estimator={estimator}")
     rm = RewardModel(GPTConfig(**ckpt["model_args"])).eval()
     rm.load_state_dict(ckpt["model"])
     tok = get_tokenizer("bytes")
     prompts = [tok.render_prompt(r["messages"])[-150:] for r in read(world / "prompts_rl.jsonl")[:16]]
     before, after = expected_last_token_reward(sft, rm, prompts), expected_last_token_reward(out, rm, prompts)
-    assert after > before + 0.1, (before, after)  # measured: 0.075 -> 0.287
+    assert after > before + 0.1, (before, after)  # measured: 0.075 -> 0.264 (gae), 0.271 (rloo), 0.269 (grpo)
