@@ -378,6 +378,31 @@ def answer_logps(model, idx, mask, starts, rt):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# a conversation that fits the context (sample.py --chat, serve.py)
+
+
+def left_truncate(ids, limit, what):
+    """Keep the last `limit` tokens, saying so when that drops any."""
+    if len(ids) > limit:
+        print(f"warning: {what} has {len(ids)} tokens, more than the {limit} that fit; keeping the last {limit}",
+              file=sys.stderr)
+        return ids[-limit:]
+    return ids
+
+
+def fit_chat(tok, messages, limit):
+    """Render messages as a prompt, dropping the oldest exchanges (not the system message) until it fits.
+    Returns (ids, the messages kept)."""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(system):]
+    while True:
+        ids = tok.render_prompt(system + rest)
+        if len(ids) <= limit or len(rest) <= 1:
+            return left_truncate(ids, limit, "the conversation"), system + rest
+        rest = rest[2:] if len(rest) > 2 else rest[-1:]  # drop the oldest user turn and its answer
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # generation for many prompts (answers to score, comparisons to label, evaluation)
 
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
-from common import (LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, parse_config,
-                    read_jsonl, setup)
+from common import (LM_STAGES, check_messages, fit_chat, generate_batched, left_truncate, load_checkpoint,
+                    model_from_checkpoint, parse_config, read_jsonl, setup)
 from reward import best_of_n, load_reward_model
 from tokenizer import get_tokenizer
 
@@ -64,15 +64,6 @@ class Config:
     dtype: str = "auto"            # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
 
 
-def left_truncate(ids, limit, what):
-    """(3) keep the last `limit` tokens, saying so when that drops any."""
-    if len(ids) > limit:
-        print(f"warning: {what} has {len(ids)} tokens, more than the {limit} that fit; keeping the last {limit}",
-              file=sys.stderr)
-        return ids[-limit:]
-    return ids
-
-
 def complete(model, tok, prompt, cfg, rt):
     """(1) num_samples continuations of one prompt (a token list) -> lists of new tokens, each cut before the
     first <|endoftext|> (2).
@@ -93,17 +84,6 @@ def complete(model, tok, prompt, cfg, rt):
                                     top_p=cfg.top_p, eos_id=stop_id, pad_id=tok.pad_id, generator=g)
         new, x = torch.cat([new, out[:, x.size(1):]], 1), out
     return [row[:row.index(stop_id)] if stop_id in row else row for row in new.tolist()]
-
-
-def fit_chat(tok, messages, limit):
-    """(4) Render messages as a prompt, dropping the oldest exchanges (not the system message) until it fits."""
-    system = [m for m in messages[:1] if m["role"] == "system"]
-    rest = messages[len(system):]
-    while True:
-        ids = tok.render_prompt(system + rest)
-        if len(ids) <= limit or len(rest) <= 1:
-            return left_truncate(ids, limit, "the conversation"), system + rest
-        rest = rest[2:] if len(rest) > 2 else rest[-1:]  # drop the oldest user turn and its answer
 
 
 if __name__ == "__main__":
@@ -160,7 +140,7 @@ if __name__ == "__main__":
         if text.startswith("FILE:"):
             with open(text[5:], encoding="utf-8") as f:
                 text = f.read()
-        prompt = left_truncate(tok.encode(text), limit, "the prompt")
+        prompt = left_truncate(tok.encode(text), limit, "the prompt")  # (3)
         for i, row in enumerate(complete(model, tok, prompt, cfg, rt)):
             print(text + tok.decode(row))
             if i < cfg.num_samples - 1:
@@ -184,7 +164,7 @@ if __name__ == "__main__":
         if not interactive:
             print(f"user> {line}")
         messages.append({"role": "user", "content": line})
-        ids, messages = fit_chat(tok, messages, limit)
+        ids, messages = fit_chat(tok, messages, limit)  # (4)
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed + len(messages))
         (reply, _, _), = answer([ids], new_tokens, g)
         text = tok.decode(reply)

@@ -58,6 +58,11 @@ class Tokenizer:
     def decode(self, ids):
         """ids -> text. Special tokens print as their names (but <|pad|> as nothing); ids in the padded, unused
         rows of the vocabulary print as nothing rather than crash (an untrained model may sample them)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def decode_bytes(self, ids):
+        """ids -> the bytes decode turns into text. One token can hold part of a character, so a stream of tokens
+        (serve.py) decodes these bytes incrementally, never a token's text alone."""
         names = {v: k for k, v in self.special.items()}
         names[self.pad_id] = ""
         out, run = [], []
@@ -70,7 +75,7 @@ class Tokenizer:
             run = []
             out.append(names.get(i, "").encode())
         out.append(self.enc.decode_bytes(run))
-        return b"".join(out).decode("utf-8", errors="replace")
+        return b"".join(out)
 
     def render_conversation(self, messages):
         """messages [{"role", "content"}, ...] -> (ids, targets), two lists of equal length (see module docstring)."""
