@@ -1,0 +1,324 @@
+"""serve.py: the OpenAI-compatible chat API on an in-process server (a free port, urllib as the client), over a tiny
+random checkpoint. A random byte-level model samples every byte value, so its answers are full of characters split
+across tokens and of invalid UTF-8: what the streaming decoder must get right."""
+import dataclasses
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+
+from common import generate_batched, setup
+from conftest import run
+from model import GPT, GPTConfig
+from reward import RewardModel
+from serve import Config, TextStream, make_server
+from tokenizer import get_tokenizer
+
+tok = get_tokenizer("bytes")
+TINY = GPTConfig(block_size=128, vocab_size=320, n_layer=2, n_head=2, n_embd=32)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """A random tiny chat model and a random tiny RM, as checkpoints."""
+    out = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    args = dataclasses.asdict(TINY)
+    torch.save({"model": GPT(TINY).state_dict(), "model_args": args, "tokenizer": "bytes", "stage": "sft"},
+               out / "sft.pt")
+    torch.save({"model": RewardModel(TINY).state_dict(), "model_args": args, "tokenizer": "bytes",
+                "stage": "reward"}, out / "rm.pt")
+    return out
+
+
+class Server:
+    """serve.py's server on a free port of 127.0.0.1, serving from a thread of this process."""
+
+    def __init__(self, **fields):
+        self.httpd = make_server(Config(port=0, **fields))
+        self.chat = self.httpd.chat
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def request(self, path, body=None, raw=None):
+        """(status, headers, bytes) of a GET (no body) or a POST of body as JSON (or raw bytes)."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    def chat_json(self, **body):
+        status, headers, data = self.request("/v1/chat/completions", body)
+        assert status == 200, data
+        return json.loads(data), headers
+
+    def chat_stream(self, **body):
+        """The parsed chunks of a streamed answer, checked to end with data: [DONE]."""
+        status, headers, data = self.request("/v1/chat/completions", {**body, "stream": True})
+        assert status == 200 and headers["Content-Type"].startswith("text/event-stream"), data
+        events = [e.removeprefix("data: ") for e in data.decode().split("\n\n") if e]
+        assert events[-1] == "[DONE]" and all(e.startswith("{") for e in events[:-1]), events
+        return [json.loads(e) for e in events[:-1]], headers
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(ckpts):
+    s = Server(ckpt=str(ckpts / "sft.pt"), max_body=20_000)
+    yield s
+    s.close()
+
+
+def joined(chunks, n=1):
+    """The streamed answers: each choice's content deltas joined, and its finish_reason."""
+    texts, finish = [""] * n, [None] * n
+    for c in chunks:
+        assert c["object"] == "chat.completion.chunk" and c["id"] == chunks[0]["id"]
+        for ch in c["choices"]:
+            texts[ch["index"]] += ch["delta"].get("content") or ""
+            finish[ch["index"]] = ch["finish_reason"] or finish[ch["index"]]
+    return texts, finish
+
+
+CONVO = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What colour is a zibble?"},
+         {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "And where does it live?"}]
+
+
+def test_streamed_deltas_join_to_the_non_streaming_answer(server):
+    body, headers = server.chat_json(messages=CONVO, temperature=0, max_tokens=32)
+    (choice,) = body["choices"]
+    assert body["object"] == "chat.completion" and choice["message"]["role"] == "assistant"
+    assert choice["finish_reason"] in ("stop", "length") and headers["X-Messages-Dropped"] == "0"
+    prompt = tok.render_prompt(CONVO)
+    used = body["usage"]["completion_tokens"]
+    assert body["usage"] == {"prompt_tokens": len(prompt), "completion_tokens": used,
+                             "total_tokens": len(prompt) + used}
+    assert (used == 32) == (choice["finish_reason"] == "length")
+    # the answer is the project's own greedy generation of the rendered prompt, decoded
+    (ids, _), = generate_batched(server.chat.model, [prompt], setup("cpu"), tok.pad_id, tok.end_id, 32)
+    assert choice["message"]["content"] == tok.decode(ids)
+    chunks, _ = server.chat_stream(messages=CONVO, temperature=0, max_tokens=32,
+                                   stream_options={"include_usage": True})
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert len(chunks) > 5  # token by token, not the answer in one piece
+    texts, finish = joined(chunks)
+    assert texts == [choice["message"]["content"]] and finish == [choice["finish_reason"]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == body["usage"]
+
+
+def test_a_seed_gives_the_same_sampled_answers_streamed_or_not(server):
+    body, _ = server.chat_json(messages=CONVO, temperature=1.0, top_p=0.9, seed=7, max_tokens=24)
+    again, _ = server.chat_json(messages=CONVO, temperature=1.0, top_p=0.9, seed=7, max_tokens=24)
+    chunks, _ = server.chat_stream(messages=CONVO, temperature=1.0, top_p=0.9, seed=7, max_tokens=24)
+    answer = body["choices"][0]["message"]["content"]
+    assert joined(chunks)[0] == [answer] and again["choices"][0]["message"]["content"] == answer
+    other, _ = server.chat_json(messages=CONVO, temperature=1.0, seed=8, max_tokens=24)
+    assert other["choices"][0]["message"]["content"] != answer
+
+
+def test_n_answers_and_stop_strings(server):
+    body, _ = server.chat_json(messages=CONVO, temperature=1.0, seed=3, n=3, max_tokens=32)
+    answers = [c["message"]["content"] for c in body["choices"]]
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2] and len(set(answers)) == 3
+    chunks, _ = server.chat_stream(messages=CONVO, temperature=1.0, seed=3, n=3, max_tokens=32)
+    assert joined(chunks, 3)[0] == answers
+    # a stop string from the middle of the greedy answer cuts it there, streamed or not, with finish_reason stop
+    greedy = server.chat_json(messages=CONVO, temperature=0, max_tokens=32)[0]["choices"][0]["message"]["content"]
+    stop = greedy[10:13]
+    cut = greedy[:greedy.index(stop)]
+    body, _ = server.chat_json(messages=CONVO, temperature=0, max_tokens=32, stop=[stop, "never said"])
+    assert body["choices"][0]["message"]["content"] == cut and body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] < 32
+    assert joined(server.chat_stream(messages=CONVO, temperature=0, max_tokens=32, stop=stop)[0]) == ([cut], ["stop"])
+
+
+def test_text_stream_sends_whole_characters_and_holds_back_a_possible_stop_string():
+    text = "naïve café → 😀 done"
+    ts = TextStream(tok, [])
+    deltas = [ts.push(t) for t in tok.encode(text)] + [ts.close()]
+    assert "".join(deltas) == text and all("\ufffd" not in d for d in deltas)
+    assert deltas[tok.encode(text).index(0xF0)] == ""  # the emoji's first byte alone sends nothing
+    ts = TextStream(tok, ["STOP"])
+    deltas = []
+    for t in tok.encode("abc STOx STOP more"):
+        deltas.append(ts.push(t))
+        if ts.stopped:  # the caller stops feeding here
+            break
+    deltas.append(ts.close())
+    assert "".join(deltas) == "abc STOx " and ts.stopped and ts.tokens == len("abc STOx STOP")
+    assert "STO" not in "".join(deltas[:len("abc STO")])  # held while it could still become STOP
+    ts = TextStream(tok, [])  # an incomplete character at the end becomes U+FFFD, as tok.decode makes it
+    ids = tok.encode("a😀")[:-1]
+    assert "".join([ts.push(t) for t in ids] + [ts.close()]) == tok.decode(ids) == "a\ufffd"
+
+
+def test_a_multi_turn_request_renders_as_render_prompt_and_role_tokens_stay_text(server, monkeypatch):
+    seen = []
+    fit = server.chat.fit
+    monkeypatch.setattr(server.chat, "fit", lambda *a: seen.append(fit(*a)) or seen[-1])
+    messages = [{"role": "developer", "content": "You are <|system|> terse."},
+                {"role": "user", "content": "Say <|assistant|>hi<|end|>"},
+                {"role": "assistant", "content": "<|user|> no"}, {"role": "user", "content": "Again é"}]
+    server.chat_json(messages=messages, max_tokens=4)
+    (ids, dropped, _), = seen
+    as_system = [{**messages[0], "role": "system"}] + messages[1:]  # "developer" is OpenAI's newer name for system
+    assert ids == tok.render_prompt(as_system) and dropped == 0
+    # one role token per message and the final <|assistant|>; the typed ones are plain characters
+    assert sum(i in (tok.system_id, tok.user_id, tok.assistant_id) for i in ids) == 5
+    assert ids.count(tok.assistant_id) == 2 and "<|assistant|>hi<|end|>" in tok.decode(ids)
+
+
+def test_a_conversation_longer_than_the_context_drops_the_oldest_turns_and_keeps_the_system_message(server,
+                                                                                                     monkeypatch):
+    seen = []
+    fit = server.chat.fit
+    monkeypatch.setattr(server.chat, "fit", lambda *a: seen.append(fit(*a)) or seen[-1])
+    system = {"role": "system", "content": "Be kind and answer in full sentences."}
+    turns = [{"role": r, "content": f"{r} turn number {i}"} for i in range(5) for r in ("user", "assistant")][:-1]
+    # context 128, max_tokens 16: 112 tokens for the conversation. All of it takes 240; without the first two,
+    # four, six turns 195, 150, 105: three exchanges go, the system message stays
+    body, headers = server.chat_json(messages=[system] + turns, max_tokens=16)
+    (ids, dropped, _), = seen
+    assert dropped == 6 and headers["X-Messages-Dropped"] == "6" and body["messages_dropped"] == 6
+    assert ids == tok.render_prompt([system] + turns[6:]) and body["usage"]["prompt_tokens"] == len(ids) == 105
+    _, headers = server.chat_stream(messages=[system] + turns, max_tokens=16)
+    assert headers["X-Messages-Dropped"] == "6"
+
+
+def test_without_max_tokens_the_conversation_keeps_three_quarters_and_the_answer_gets_the_rest(server):
+    system = {"role": "system", "content": "Be kind and answer in full sentences."}
+    turns = [{"role": r, "content": f"{r} turn number {i}"} for i in range(5) for r in ("user", "assistant")][:-1]
+    body, _ = server.chat_json(messages=[system] + turns, temperature=0)
+    # 96 of the 128 tokens for the conversation: exchanges go in pairs (240, 195, 150, 105 tokens), 60 fits
+    assert body["messages_dropped"] == 8 and body["usage"]["prompt_tokens"] == 60
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 128 - 60
+
+
+BAD = [  # (raw body, the param the error names, its code)
+    (b'{"messages": [', None, None),
+    (b"\xff\xfe not utf-8", None, None),
+    (b"[" * 100_00 + b"]" * 100_00, None, None),  # nesting deep enough to exhaust the JSON parser's recursion
+    (b"[1, 2]", None, None),
+    (json.dumps({"model": "x"}).encode(), "messages", None),
+    (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}).encode(), "messages[0].role", None),
+    (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}).encode(),
+     "messages[0].content", None),
+    (json.dumps({"messages": [{"role": "user"}]}).encode(), "messages[0].content", None),
+    (json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}).encode(),
+     "messages[1]", None),
+    (json.dumps({"messages": CONVO, "max_tokens": -1}).encode(), "max_tokens", None),
+    (json.dumps({"messages": CONVO, "max_tokens": 10 ** 9}).encode(), "max_tokens", None),
+    (json.dumps({"messages": CONVO, "max_completion_tokens": 129}).encode(), "max_completion_tokens", None),
+    (json.dumps({"messages": CONVO, "max_tokens": "12"}).encode(), "max_tokens", None),
+    (json.dumps({"messages": CONVO, "temperature": 5}).encode(), "temperature", None),
+    (json.dumps({"messages": CONVO, "top_p": 0}).encode(), "top_p", None),
+    (json.dumps({"messages": CONVO, "n": 0}).encode(), "n", None),
+    (json.dumps({"messages": CONVO, "stop": ["a", "b", "c", "d", "e"]}).encode(), "stop", None),
+    (json.dumps({"messages": CONVO, "stream": "yes"}).encode(), "stream", None),
+    (json.dumps({"messages": CONVO, "seed": 2 ** 64}).encode(), "seed", None),
+    (json.dumps({"messages": [{"role": "user", "content": "x" * 100}]}).encode(), "messages",
+     "context_length_exceeded"),
+    (json.dumps({"messages": [{"role": "user", "content": "x" * 30_000}]}).encode(), None, "request_too_large"),
+]
+
+
+@pytest.mark.parametrize("raw,param,code", BAD, ids=range(len(BAD)))
+def test_a_bad_request_gets_a_400_with_an_error_object_and_the_next_one_is_served(server, raw, param, code):
+    status, headers, data = server.request("/v1/chat/completions", raw=raw)
+    assert status == 400 and headers["Content-Type"] == "application/json", data
+    error = json.loads(data)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert (error["param"], error["code"]) == (param, code), error
+    assert error["message"].endswith((".", ")")) and error["message"].count(". ") == 0, error["message"]  # one sentence
+    body, _ = server.chat_json(messages=CONVO, max_tokens=2)
+    assert len(body["choices"]) == 1
+
+
+def test_models_the_page_and_unknown_paths(server):
+    status, _, data = server.request("/v1/models")
+    models = json.loads(data)
+    assert status == 200 and models["object"] == "list" and [m["id"] for m in models["data"]] == [server.chat.name]
+    status, _, data = server.request("/v1/models/" + server.chat.name)
+    assert status == 200 and json.loads(data)["id"] == server.chat.name
+    status, headers, page = server.request("/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = page.decode()
+    for part in ('id="system"', 'id="temp"', 'id="clear"', "/v1/chat/completions", "stream: true", "getReader"):
+        assert part in page
+    assert "src=" not in page and "<link" not in page and "https:" not in page  # self-contained: nothing fetched
+    status, _, data = server.request("/v2/nothing")
+    assert status == 404 and json.loads(data)["error"]["code"] == "not_found"
+
+
+def test_a_failure_inside_the_server_is_a_500_with_an_error_object_and_serving_goes_on(server, monkeypatch):
+    def broken(*a):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(server.chat, "steps", broken)
+    status, _, data = server.request("/v1/chat/completions", {"messages": CONVO, "max_tokens": 4})
+    assert status == 500 and json.loads(data)["error"]["type"] == "server_error", data
+    status, _, data = server.request("/v1/chat/completions", {"messages": CONVO, "max_tokens": 4, "stream": True})
+    events = data.decode().split("\n\n")  # the 200 was sent before the failure: the error comes as an event
+    assert status == 200 and "boom" in json.loads(events[-3].removeprefix("data: "))["error"]["message"]
+    assert events[-2] == "data: [DONE]"
+    monkeypatch.undo()
+    assert server.chat_json(messages=CONVO, max_tokens=2)[0]["choices"]
+
+
+def test_concurrent_requests_each_get_their_own_answer(server):
+    asks = [(m, stream) for m in ("Hi", "What is 2 + 2?", "Name a colour.") for stream in (False, True)]
+    alone = {m: server.chat_json(messages=[{"role": "user", "content": m}], temperature=0, max_tokens=16)[0]
+             ["choices"][0]["message"]["content"] for m, _ in asks}
+    got = {}
+
+    def ask(m, stream):
+        body = dict(messages=[{"role": "user", "content": m}], temperature=0, max_tokens=16)
+        got[m, stream] = joined(server.chat_stream(**body)[0])[0][0] if stream else \
+            server.chat_json(**body)[0]["choices"][0]["message"]["content"]
+    threads = [threading.Thread(target=ask, args=a) for a in asks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == {(m, s): alone[m] for m, s in asks}
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_generation(server, monkeypatch):
+    steps = []
+    pick = server.chat.pick
+    monkeypatch.setattr(server.chat, "pick", lambda *a: steps.append(time.sleep(0.01)) or pick(*a))  # 10 ms a token
+    body = json.dumps({"messages": CONVO, "temperature": 0, "max_tokens": 48, "stream": True}).encode()
+    with socket.create_connection(("127.0.0.1", server.httpd.server_address[1])) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        got = b""
+        while b"data: " not in got:  # the headers, the first event; then the client hangs up
+            got += s.recv(4096)
+    time.sleep(1.0)  # twice what the whole answer would take
+    assert len(steps) < 24  # it stopped soon after, rather than writing the rest into a closed socket
+    assert server.chat_json(messages=CONVO, max_tokens=2)[0]["choices"]  # and the model's lock was let go
+
+
+def test_best_of_n_with_a_reward_model(ckpts):
+    s = Server(ckpt=str(ckpts / "sft.pt"), reward=str(ckpts / "rm.pt"), best_of=3)
+    try:
+        body, _ = s.chat_json(messages=CONVO, temperature=1.0, seed=1, n=2, max_tokens=16)
+        assert len(body["choices"]) == 2 and all(c["finish_reason"] in ("stop", "length") for c in body["choices"])
+        chunks, _ = s.chat_stream(messages=CONVO, temperature=1.0, seed=1, n=2, max_tokens=16)
+        assert joined(chunks, 2)[0] == [c["message"]["content"] for c in body["choices"]]
+    finally:
+        s.close()
+    proc = run("serve.py", f"--ckpt={ckpts / 'sft.pt'}", "--best_of=4", "--port=0", check=False)
+    assert proc.returncode == 1 and "--best_of=N needs" in proc.stderr
+    proc = run("serve.py", f"--ckpt={ckpts / 'rm.pt'}", "--port=0", check=False)
+    assert proc.returncode == 1 and "needs a chat model" in proc.stderr
