@@ -83,22 +83,12 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
     return loss, beta * chosen.detach(), beta * rejected.detach()
 
 
-def check_record(record, vocab_size):
-    """A comparison (reward.check_comparison) whose optional "response_ids" holds one token list per response."""
-    check_comparison(record)
-    ids = record.get("response_ids")
-    if ids is not None and (not isinstance(ids, list) or len(ids) != len(record["responses"]) or not all(
-            isinstance(a, list) and all(isinstance(t, int) and 0 <= t < vocab_size for t in a) for a in ids)):
-        raise ValueError(f'expected "response_ids": one list of token ids (0 .. {vocab_size - 1}) per response '
-                         f'({len(record["responses"])})')
-
-
 def load_pairs(path, tok, block_size):
     """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every untied pair; an
     answer's length counts its tokens and its <|end|> (3), so its tokens are the last `length` of its sequence."""
     pairs = []
-    for r in read_jsonl(path, lambda r: check_record(r, tok.vocab_size),
-                        hint="collect comparisons with data/assistant/label.py"):
+    hint = "collect comparisons with data/assistant/label.py"
+    for r in read_jsonl(path, lambda r: check_comparison(r, tok), hint=hint):
         finished = r.get("finished", [True] * len(r["responses"]))
         answers = r.get("response_ids") or [tok.encode(y) for y in r["responses"]]  # (1) the sampled tokens
         prompt = tok.render_prompt(r["messages"])

@@ -28,9 +28,10 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
  3. Log-probs of the policy and the reference are recomputed by one forward pass over prompt + response with the
     logits divided by T (N+), on exactly the generated tokens. The response mask keeps the tokens up to and
     including the first <|end|>; pads after it are masked everywhere below.
- 4. Score: the RM at the last real token (the <|end|>, or the last token of a cut answer), already normalised (the
-    RM's bias makes the demonstrations score 0 on average, InstructGPT); minus missing_eos_penalty when the answer
-    reached the length limit without <|end|> (N+: the "EOS trick").
+ 4. Score: the RM at the last real token (the <|end|>, or the last token of a cut answer), already normalised by
+    reward.py (std 1 on the SFT policy's samples, as lm-human-preferences and N+; demonstrations' mean 0, as
+    InstructGPT); minus missing_eos_penalty when the answer reached the length limit without <|end|> (N+: the "EOS
+    trick").
  5. Per-token reward: -beta * (log pi(y_t) - log pi_ref(y_t)) on every response token, plus the score on the last
     one (Ziegler et al.; InstructGPT eq. 2). Logged: the KL per answer with the k1 estimator (sum of log-ratios)
     and the k3 one (sum of r - 1 - log r, r = pi_ref / pi, never negative; Schulman 2020 "Approximating KL").
@@ -40,13 +41,13 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     answers. Their horizon of 10000 answers was ~20 of their 512-answer batches and 1/100 of a 1M-answer run (beta
     moved up to 1% a batch); against this project's 64 answers an iteration and ~2000 a run it moves beta by at most
     0.13% an iteration, 4% a run: nothing. kl_horizon = 2 iterations: up to 10% an iteration, x2.6 in 10.
-    Measured on the embedded world from beta 0.3 (32 iterations): the KL follows beta slowly (it is 0 until the
-    policy has moved, which first drives beta down, and a policy that has drifted comes back only at the pace of
-    its learning rate), so the KL overshoots before it is held. --target_kl=1: KL ~2 in iterations 7-19 while beta
-    rose 0.22 -> 0.91, then KL 0.65-1.44 (mean 0.94) over the last 10 with beta 1.1-1.5 (fixed beta 0.3: KL
+    Measured on world v2's first RM (not yet scaled to std 1), from beta 0.3 (32 iterations): the KL follows beta slowly
+    (it is 0 until the policy has moved, which first drives beta down, and a policy that has drifted comes back only at
+    the pace of its learning rate), so the KL overshoots before it is held. --target_kl=1: KL ~2 in iterations 7-19
+    while beta rose 0.22 -> 0.91, then KL 0.65-1.44 (mean 0.94) over the last 10 with beta 1.1-1.5 (fixed beta 0.3: KL
     1.1-1.9 and rising). --target_kl=2: beta fell to 0.13 by iteration 11, the KL rose to 3-3.5, and beta 0.75 by
-    iteration 32 had not brought it back (mean 3.1 over the last 10): a target far from where the start beta keeps
-    the KL needs a start beta near the one that holds it, or more iterations.
+    iteration 32 had not brought it back (mean 3.1 over the last 10): a target far from where the start beta keeps the
+    KL needs a start beta near the one that holds it, or more iterations.
  7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1, lambda 0.95)
     over the real response tokens, with V = 0 after the last one; returns = advantages + values.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
@@ -59,10 +60,11 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     corpus (train.bin) in every update. 0 by default on the embedded world (see the README for why).
 13. DDP: each rank rolls out different prompts with its own sampling seed; gradients are averaged by DDP; the logged
     statistics are averaged over ranks. Advantages are whitened per rank.
-14. Deviation: beta = 0.3, not InstructGPT's 0.02. On the embedded world the RM's scores span several units and it
-    has blind spots (it likes refusals and terse answers it cannot check); with beta 0.02 (lr 3e-5) the policy
-    reaches KL 11 nats in 20 iterations and the gold score falls from 0.5 to 0.1; 0.3 holds it below 1 nat.
-    See the README for the runs, and `--beta=0` for the over-optimisation the penalty exists to prevent.
+14. Deviation: beta = 0.1, not InstructGPT's 0.02. The RM has blind spots (it cannot check a held-out fact, a sum
+    or a reversal); on world v1, with beta 0.02 (lr 3e-5) the policy reached KL 11 nats in 20 iterations and the
+    gold score fell from 0.5 to 0.1. World v2's first runs used 0.3 on an RM whose scores had std 2-3 on SFT samples;
+    the RM is now scaled to std 1 (4), and 0.1 is about the same penalty per unit of the RM's spread. See the README
+    for the runs, and `--beta=0` for the over-optimisation the penalty exists to prevent.
 
 Critic-free estimators (--estimator=rloo|grpo). Sources: RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting
 REINFORCE style optimization for learning from human feedback in LLMs", after Kool et al. 2019), GRPO (Shao et al. 2024,
@@ -101,12 +103,12 @@ REINFORCE style optimization for learning from human feedback in LLMs", after Ko
     prompts whose answers score nearly alike (a 0.01 spread among four answers becomes +-1): kept by default because
     it is GRPO's; --group_std=false drops it (Dr. GRPO's advantage: RLOO's on the score alone, up to k / (k - 1)).
 19. Defaults for rloo and grpo: k = 4 (the larger of Ahmadian et al.'s 2 and 4; GRPO's 64 fill its 1024-answer
-    batches, and would leave one prompt an iteration of 64 answers here); beta = 0.3 as PPO's (14): the same RM with
+    batches, and would leave one prompt an iteration of 64 answers here); beta = 0.1 as PPO's (14): the same RM with
     the same blind spots, and for rloo the same objective, score - beta * KL, so that the estimators differ and not
-    the objectives; for grpo 0.3 is 7.5x its paper's 0.04 as PPO's is 15x InstructGPT's 0.02 (not measured on the
-    full world yet). Learning rate, epochs, minibatches and clip are PPO's: the comparison is of estimators, not of
-    budgets. "tied" logs the fraction of groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025,
-    samples more prompts to replace them; here they are only counted).
+    the objectives; for grpo 0.1 is 2.5x its paper's 0.04 as PPO's is 5x InstructGPT's 0.02. Learning rate, epochs,
+    minibatches and clip are PPO's: the comparison is of estimators, not of budgets. "tied" logs the fraction of
+    groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025, samples more prompts to replace
+    them; here they are only counted).
 """
 
 import json
@@ -146,7 +148,7 @@ class Config:
     ppo_epochs: int = 4                # passes over each rollout batch (9)
     max_new_tokens: int = 64           # response length limit (2)
     temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
-    beta: float = 0.3                  # KL coefficient: in the reward (5, 16), of the grpo loss term (17); (6, 14, 19)
+    beta: float = 0.1                  # KL coefficient: in the reward (5, 16), of the grpo loss term (17); (6, 14, 19)
     target_kl: float = 0.0             # > 0: adapt beta toward this KL per answer, in nats (6)
     kl_horizon: float = 2.0            # the controller's horizon in iterations: beta moves <= 0.2 / horizon a step (6)
     missing_eos_penalty: float = 1.0   # subtracted from the score of an answer cut by the length limit (4)

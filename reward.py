@@ -19,8 +19,12 @@ Details implemented here:
     than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
     comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
  3. One epoch (InstructGPT: more overfits the RM), AdamW with warmup and cosine decay, dropout off.
- 4. After training the head's bias is shifted so that the demonstrations (sft_train.jsonl) score 0 on average
-    (InstructGPT normalises its RM so that labeler demonstrations have mean score 0); the shift is recorded.
+ 4. After training the head is rescaled so that the SFT policy's own samples (the answers in the training
+    comparisons, sampled from it at temperature 1) have standard deviation 1, as lm-human-preferences and the N+
+    implementation details normalise their rewards: PPO's value clip (0.2) and its KL coefficient then mean the same
+    whatever scale the RM happened to learn. Then its bias is shifted so that the demonstrations (sft_train.jsonl)
+    score 0 on average (InstructGPT: labeler demonstrations have mean score 0). Gain and shift are recorded.
+    Measured on world v2 (3 seeds): the raw RM's scores on SFT samples had std 2.0-2.5.
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
  6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched
@@ -90,8 +94,11 @@ def load_reward_model(path):
 
 
 def encode_answer(tok, messages, response, finished, block_size):
-    """prompt + response (+ <|end|> when the answer ended by itself) as ids, keeping the last block_size tokens."""
-    return (tok.render_prompt(messages) + tok.encode(response) + ([tok.end_id] if finished else []))[-block_size:]
+    """prompt + response (+ <|end|> when the answer ended by itself) as ids, keeping the last block_size tokens.
+    response: text, or the token ids the policy sampled (sample.py's response_ids), which are used as they are:
+    decoding and re-encoding could turn a special token into its literal name or a broken byte into U+FFFD."""
+    ids = response if isinstance(response, list) else tok.encode(response)
+    return (tok.render_prompt(messages) + ids + ([tok.end_id] if finished else []))[-block_size:]
 
 
 def pad_right(seqs, pad_id, device):
@@ -141,7 +148,9 @@ def kway_loss(scores, ranks):
     return -F.logsigmoid(diff[better]).sum() / n.clamp(min=1), n
 
 
-def check_comparison(record):
+def check_comparison(record, tok=None):
+    """A record of K >= 2 ranked answers. Its optional "response_ids" (the sampled tokens: sample.py writes them,
+    label.py keeps them) must be one token list per response that decodes to it (checked when tok is given)."""
     check_messages(record, "user")
     responses, ranks = record.get("responses"), record.get("ranks")
     if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
@@ -150,14 +159,27 @@ def check_comparison(record):
         raise ValueError(f'expected "ranks": one integer per response ({len(responses)}), 0 = best')
     if len(set(ranks)) < 2:
         raise ValueError("all responses are tied: a comparison needs at least one better and one worse answer")
+    ids = record.get("response_ids")
+    if ids is None or tok is None:
+        return
+    if not (isinstance(ids, list) and len(ids) == len(responses) and all(
+            isinstance(a, list) and all(isinstance(t, int) and 0 <= t < tok.vocab_size for t in a) for a in ids)):
+        raise ValueError(f'expected "response_ids": one list of token ids (0 .. {tok.vocab_size - 1}) per response '
+                         f'({len(responses)})')
+    if [tok.decode(a) for a in ids] != responses:
+        raise ValueError('"response_ids" do not decode to "responses" (were the answers edited?): delete '
+                         'response_ids to train on the text')
 
 
 def load_comparisons(path, tok, block_size):
-    """[(sequences of the K answers, ranks tensor (K,), response lengths)] of a comparisons file."""
+    """[(sequences of the K answers, ranks tensor (K,), response lengths)] of a comparisons file. The answers are
+    the token ids the policy sampled when the record has them, else its text encoded (a hand-written file, HH)."""
     out = []
-    for r in read_jsonl(path, check_comparison, hint="collect comparisons with data/assistant/label.py"):
+    hint = "collect comparisons with data/assistant/label.py"
+    for r in read_jsonl(path, lambda r: check_comparison(r, tok), hint=hint):
         finished = r.get("finished", [True] * len(r["responses"]))
-        seqs = [encode_answer(tok, r["messages"], y, f, block_size) for y, f in zip(r["responses"], finished)]
+        answers = r.get("response_ids", r["responses"])
+        seqs = [encode_answer(tok, r["messages"], y, f, block_size) for y, f in zip(answers, finished)]
         out.append((seqs, torch.tensor(r["ranks"]), [len(y) for y in r["responses"]]))
     return out
 
@@ -238,15 +260,23 @@ if __name__ == "__main__":
             logger.log(step, loss=loss.item(), lr=lr, ms_per_step=(time.time() - t0) * 1000 / step)
 
     acc, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
+    samples = [s for seqs, _, _ in train for s in seqs][:4000]  # (4) the SFT policy's samples
+    std = torch.tensor(score_sequences(rm, samples, tok.pad_id, rt)).std().item()
+    gain = 1.0 / max(std, 1e-6)
+    with torch.no_grad():
+        rm.head.weight *= gain
+        rm.head.bias *= gain
     shift = mean_demonstration_score(rm, tok, os.path.join(cfg.data_dir, "sft_train.jsonl"), rt, block)
     with torch.no_grad():
         rm.head.bias -= shift  # (4) demonstrations now score 0 on average
-    logger.log(step, val_accuracy=acc, length_baseline=length_acc, val_pairs=n_pairs, bias_shift=shift)
+    logger.log(step, val_accuracy=acc, length_baseline=length_acc, val_pairs=n_pairs, gain=gain, bias_shift=shift)
     if rt.master:
         save_checkpoint(cfg.out_dir, {
             "model": unwrap(model).state_dict(), "model_args": {**asdict(rm.gpt.config)}, "tokenizer": tok.name,
             "stage": "reward", "parent": source_of(cfg.init_from), "config": asdict(cfg), "step": step,
-            "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "bias_shift": shift})
+            "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "gain": gain,
+            "bias_shift": shift})
         print(f"reward model: held-out pairwise accuracy {acc:.3f} on {n_pairs} pairs (before training {acc0:.3f}); "
-              f"longer-answer baseline {length_acc:.3f}; bias shifted by {-shift:+.3f} -> {cfg.out_dir}")
+              f"longer-answer baseline {length_acc:.3f}; scaled by {gain:.3f} (samples' std 1), shifted by "
+              f"{-shift:+.3f} (demonstrations' mean 0) -> {cfg.out_dir}")
     cleanup(rt)

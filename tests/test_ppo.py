@@ -262,7 +262,7 @@ def test_critic_free_estimators_through_the_command_line_log_every_metric_withou
         assert abs(line["ratio_first"] - 1.0) < 1e-5  # the rollout's log-probs, no dropout: ratio 1 at first
         assert 0 <= line["clipfrac"] <= 1 and 0 <= line["tied"] <= 1 and line["kl_k3"] >= 0
     assert log[0]["kl"] == 0.0 and log[1]["kl"] != 0.0
-    assert [l["beta"] for l in log] == pytest.approx([0.3, 0.3 * 0.9, 0.3 * 0.9 ** 2])  # (6) works for both
+    assert [l["beta"] for l in log] == pytest.approx([0.1, 0.1 * 0.9, 0.1 * 0.9 ** 2])  # (6) works for both
     assert "2 per iteration x 4 answers" in proc.stdout and "no value model" in proc.stdout
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "ppo" and ckpt["step"] == 3 and ckpt["config"]["estimator"] == estimator

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import run
 from model import GPTConfig
 from reward import RewardModel, kway_loss, load_reward_model, mean_demonstration_score, pairwise_accuracy, \
-    load_comparisons
+    load_comparisons, score_sequences
 from common import setup
 from tokenizer import get_tokenizer
 from conftest import read
@@ -87,7 +87,9 @@ def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
     acc, length_acc, pairs = pairwise_accuracy(rm, train, tok.pad_id, rt)
     assert pairs > 1000 and acc > 0.8, acc  # chance is 0.5
     assert ckpt["val_accuracy"] > 0.8 and 0 <= ckpt["length_baseline_accuracy"] <= 1
-    # the bias step: the demonstrations' mean score is 0
+    # the normalisation: the training answers' scores have std 1, then the demonstrations' mean score is 0
+    scores = torch.tensor(score_sequences(rm, [s for seqs, _, _ in train for s in seqs], tok.pad_id, rt))
+    assert scores.std().item() == pytest.approx(1.0, abs=1e-3) and ckpt["gain"] > 0
     assert abs(mean_demonstration_score(rm, tok, data / "sft_train.jsonl", rt, 160)) < 1e-4
     # evaluate.py adds RM scores, and compares RM and gold on samples of the SFT policy
     sft = tmp_path / "sft"
@@ -111,12 +113,25 @@ def test_sampled_answers_are_labeled_into_comparisons(world, tiny_pt, tmp_path):
     assert len(samples) == 30 and all(len(s["responses"]) == 3 == len(s["finished"]) for s in samples)
     # duplicates are ties: an answer list with a copy ranks the copies equal
     samples[0]["responses"] = [samples[0]["ideal"], samples[0]["ideal"], "wrong"]
+    del samples[0]["response_ids"]  # edited answers: the sampled ids no longer match them
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    run("data/assistant/label.py", f"--samples={tmp_path / 's.jsonl'}", f"--out_dir={tmp_path}", "--noise=0")
+    # a second policy's answers to the same prompts join each prompt's list (InstructGPT: several models)
+    run("sample.py", f"--ckpt={pt}", f"--prompts={prompts}", "--few_shot=2", f"--demos={world / 'sft_train.jsonl'}",
+        "--temperature=1", "--max_new_tokens=8", f"--out={tmp_path / 'g.jsonl'}")
+    files = f"--samples={tmp_path / 's.jsonl'},{tmp_path / 'g.jsonl'}"
+    proc = run("data/assistant/label.py", files, f"--out_dir={tmp_path}", "--noise=0")
+    assert "labeler's mean score of the answers" in proc.stdout
     labeled = read(tmp_path / "prefs_train.jsonl") + read(tmp_path / "prefs_val.jsonl")
     first = next(r for r in labeled if r["messages"] == samples[0]["messages"])
-    assert first["ranks"][0] == first["ranks"][1] < first["ranks"][2]
-    assert all(len(set(r["ranks"])) > 1 and len(r["ranks"]) == 3 for r in labeled)
+    assert first["ranks"][0] == first["ranks"][1] < first["ranks"][2] and "response_ids" not in first
+    assert all(len(set(r["ranks"])) > 1 and len(r["ranks"]) == 4 for r in labeled)
+    assert all(r["sources"] == [str(tmp_path / "s.jsonl")] * 3 + [str(tmp_path / "g.jsonl")] for r in labeled)
+    tok = get_tokenizer("bytes")
+    assert all([tok.decode(ids) for ids in r["response_ids"]] == r["responses"] for r in labeled if r is not first)
+    # files that do not answer the same prompts line for line stop the labeling, naming the place
+    (tmp_path / "g.jsonl").write_text("".join((tmp_path / "g.jsonl").open().readlines()[1:]))
+    proc = run("data/assistant/label.py", files, f"--out_dir={tmp_path / 'none'}", check=False)
+    assert proc.returncode != 0 and "g.jsonl:1: not the prompt of" in proc.stderr and not (tmp_path / "none").exists()
 
 
 BAD_COMPARISONS = [
@@ -141,6 +156,26 @@ def test_bad_comparisons_name_file_and_line_and_write_nothing(world, tiny_pt, tm
                check=False)
     assert proc.returncode != 0 and "prefs_train.jsonl:5: " in proc.stderr and BAD_COMPARISONS[0][1] in proc.stderr
     assert not (tmp_path / "rm").exists()
+
+
+def test_the_rm_trains_on_the_sampled_token_ids_and_refuses_ids_that_are_not_the_answers(tmp_path):
+    """A sampled <|user|> decodes to its name and a lone byte to U+FFFD: re-encoded they are tokens the policy never
+    produced. The RM scores the sampled ids (the sequences PPO will ask it to score)."""
+    tok = get_tokenizer("bytes")
+    messages = [{"role": "user", "content": "hi"}]
+    sampled = [[tok.user_id, ord("x")], [0xFF, ord("y")]]
+    texts = [tok.decode(ids) for ids in sampled]
+    path = tmp_path / "prefs.jsonl"
+    record = {"messages": messages, "responses": texts, "response_ids": sampled, "finished": [True, False],
+              "ranks": [0, 1]}
+    path.write_text(json.dumps(record) + "\n")
+    (seqs, ranks, _), = load_comparisons(path, tok, 64)
+    prompt = tok.render_prompt(messages)
+    assert seqs == [prompt + sampled[0] + [tok.end_id], prompt + sampled[1]] and ranks.tolist() == [0, 1]
+    # answers edited after sampling no longer match their ids: the line is named, nothing is guessed
+    path.write_text(json.dumps({**record, "responses": ["edited", texts[1]]}) + "\n")
+    with pytest.raises(SystemExit, match=r"prefs.jsonl:1: .*do not decode"):
+        load_comparisons(path, tok, 64)
 
 
 def test_a_language_model_is_not_a_reward_model(tmp_path):
