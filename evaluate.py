@@ -31,7 +31,7 @@ Details implemented here:
     win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it, with the
     interval of (5) over the n * t1_samples pairs. Mean answer length in characters.
  7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), gpt_prompted, sft, ppo (ppo_ptx when
-    trained with --ptx_coef), dpo, and best_of_N.
+    trained with --ptx_coef), dpo, and best_of_N; rloo and grpo for ppo.py's critic-free estimators.
  8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3's in-context learning): up to few_shot
     demonstrations (the first single-turn ones of distinct families in sft_train.jsonl) written as prose, the way
     the corpus writes conversations (Mia asked Tom, "..." Tom said, "..."), as many as fit in the context; then
@@ -69,6 +69,7 @@ import common
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, load_labeler, \
     model_from_checkpoint, parse_config, read_jsonl, setup
 from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
+from sample import few_shot_prompts, first_demonstrations, prose_answer
 from tokenizer import get_tokenizer
 
 
@@ -126,44 +127,15 @@ def answer(ckpt, records, cfg, rt):
     return [tok.decode(ids) for ids, _ in out], [finished for _, finished in out]
 
 
-def prose(messages):
-    """(8) Turns written as the corpus writes conversations: characters talking in a story, no chat format."""
-    said = {"system": 'Tom was told, "{}"', "user": 'Mia asked Tom, "{}"', "assistant": 'Tom said, "{}"'}
-    return " ".join(said[m["role"]].format(m["content"]) for m in messages)
-
-
-def first_demonstrations(path, k):
-    """(8) The first k single-turn demonstrations of distinct families."""
-    demos, families = [], set()
-    for r in read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py"):
-        if [m["role"] for m in r["messages"]] == ["user", "assistant"] and r.get("family") not in families:
-            demos.append(r)
-            families.add(r.get("family"))
-        if len(demos) == k:
-            break
-    return demos
-
-
 def answer_few_shot(ckpt, records, demos, cfg, rt):
-    """(8) The pretrained model's answers behind a prose few-shot prefix: (texts, finished, mean shots)."""
+    """(8) The pretrained model's answers behind a prose few-shot prefix (sample.py's): (texts, finished, mean
+    shots)."""
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
-    limit = model.config.block_size - cfg.max_new_tokens
-    prompts, shots = [], 0
-    for r in records:
-        query = prose(r["messages"]) + ' Tom said, "'
-        used = 0
-        while used < len(demos) and len(tok.encode(prose_prefix(demos[:used + 1]) + query)) <= limit:
-            used += 1
-        prompts.append(tok.encode(prose_prefix(demos[:used]) + query))
-        shots += used
+    prompts, shots = few_shot_prompts(tok, records, demos, model.config.block_size - cfg.max_new_tokens)
     out = generate_batched(model, prompts, rt, tok.pad_id, tok.eot_id, cfg.max_new_tokens, batch_size=cfg.batch_size)
-    texts = [tok.decode(ids) for ids, _ in out]
-    return [t.split('"')[0] for t in texts], ['"' in t for t in texts], shots / len(records)
-
-
-def prose_prefix(demos):
-    return "".join(prose(d["messages"]) + " " for d in demos)
+    texts, finished = zip(*[prose_answer(tok.decode(ids)) for ids, _ in out])
+    return list(texts), list(finished), shots
 
 
 def rankdata(x):
@@ -277,9 +249,12 @@ def report_card(rm, tok, records, rt):
 
 
 def row_name(ckpt, path, taken):
-    """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names); the run directory when two policies share one."""
-    name = {"pretrain": "gpt", "ppo": "ppo_ptx" if ckpt["config"].get("ptx_coef", 0) > 0 else "ppo"}.get(
-        ckpt["stage"], ckpt["stage"])
+    """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names), rloo or grpo (ppo.py's other estimators); the run
+    directory when two policies share one."""
+    name = {"pretrain": "gpt"}.get(ckpt["stage"], ckpt["stage"])
+    if name == "ppo":
+        estimator = ckpt["config"].get("estimator", "gae")
+        name = ("ppo" if estimator == "gae" else estimator) + ("_ptx" if ckpt["config"].get("ptx_coef", 0) > 0 else "")
     if name in taken:
         name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
     while name in taken:
@@ -331,7 +306,8 @@ if __name__ == "__main__":
             "rm_score": None, "kl_to_sft": kl, "mean_len": sum(len(t) for t in texts) / len(texts), **extra,
             "failures": failure_rates(labeler, records, [why for _, why in judged]),  # (11)
             "families": {f: v for f, v in summary(golds[name]).items() if f != "all"},
-            "examples": [{"prompt": r["messages"][-1]["content"], "answer": t} for r, t in list(zip(records, texts))[:8]]}
+            "examples": [{"prompt": r["messages"][-1]["content"], "answer": t}
+                         for r, t in list(zip(records, texts))[:8]]}
         if rm is not None:
             proxy = rm_scores(rm, tok, records, texts, finished, rt)
             res["rm_score"] = sum(proxy) / len(proxy)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo -> dpo -> evaluate
+#   prepare -> pretrain -> sft -> label -> reward -> ppo, rloo, grpo -> dpo -> evaluate
 #
 #   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~9 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
@@ -50,10 +50,12 @@ stage "sft: fine-tune on the demonstrations ($OUT/sft)"
 $PY sft.py --data_dir=$DATA --init_from=$OUT/pretrain --out_dir=$OUT/sft $S "${SFT[@]}" | grep --line-buffered -E "val_loss|^data"
 took sft
 
-stage "label: 6 answers per prompt from the SFT model, ranked by the labeler ($DATA/prefs_*.jsonl)"
-$PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --num_samples=6 --temperature=1 \
+stage "label: 8 answers per prompt from SFT and 1 from the prompted base model, ranked ($DATA/prefs_*.jsonl)"
+$PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --num_samples=8 --temperature=1 \
     --out=$OUT/samples.jsonl $S "${LABEL[@]}"
-$PY data/assistant/label.py --samples=$OUT/samples.jsonl --out_dir=$DATA $S
+$PY sample.py --ckpt=$OUT/pretrain --few_shot=3 --demos=$DATA/sft_train.jsonl --prompts=$DATA/prompts_label.jsonl \
+    --num_samples=1 --temperature=1 --out=$OUT/samples_gpt.jsonl $S "${LABEL[@]}"
+$PY data/assistant/label.py --samples=$OUT/samples.jsonl,$OUT/samples_gpt.jsonl --out_dir=$DATA $S
 took label
 
 stage "reward: the reward model on the comparisons ($OUT/reward)"
@@ -66,11 +68,18 @@ $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=
     | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
 took ppo
 
+for est in rloo grpo; do  # the same rollouts and RM, no value model: critic-free RL (ppo.py 15-19)
+    stage "$est: the SFT policy against the reward model, 4 answers a prompt, no value model ($OUT/$est)"
+    $PY ppo.py --estimator=$est --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/$est $S \
+        "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+    took $est
+done
+
 stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
 $PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" | grep --line-buffered -E "^data|^dpo"
 took dpo
 
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"
-$PY evaluate.py --policies=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/dpo --reward=$OUT/reward --data_dir=$DATA \
-    --snapshots=$OUT/ppo --out_dir=$OUT/eval $S "${EVAL[@]}"
+$PY evaluate.py --policies=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/rloo,$OUT/grpo,$OUT/dpo --reward=$OUT/reward \
+    --data_dir=$DATA --snapshots=$OUT/ppo --out_dir=$OUT/eval $S "${EVAL[@]}"
 took evaluate

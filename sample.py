@@ -8,6 +8,8 @@ Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete te
     python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
         --max_new_tokens=64 --out=out/samples.jsonl       # K answers to every prompt of a file (for labeling)
     python sample.py --ckpt=out/sft --chat --best_of=8 --reward=out/reward   # best-of-8 reranked by the RM
+    python sample.py --ckpt=out/pretrain --few_shot=3 --prompts=data/assistant/prompts_label.jsonl \
+        --num_samples=1 --temperature=1 --max_new_tokens=64 --out=out/samples_gpt.jsonl   # the prompted base model
 
 Details implemented here:
  1. Generation uses the KV cache of GPT.generate: text completion samples num_samples rows as one batch; a chat
@@ -27,6 +29,13 @@ Details implemented here:
     its own tokenization, so re-encoded text is not always what the policy produced; dpo.py trains on the ids.
  7. --best_of=N --reward=RM (chat and --prompts): each answer is the RM's favourite of N sampled together
     (reward.best_of_n, WebGPT); --prompts then also writes "rm_scores". N = 1 is plain sampling, draw for draw.
+ 8. --few_shot=K --prompts (a pretrained model): GPT-3's in-context learning. Each prompt comes after up to K
+    demonstrations (the first single-turn ones of distinct families in --demos), as many as fit, all written as
+    prose the way the corpus writes conversations (Mia asked Tom, "..." Tom said, "..."); the answer is what the
+    model writes inside Tom's opening quote, "finished" when it closed the quote. Its "response_ids" are the
+    answer's text encoded: the tokens a chat model would have to write to say it. evaluate.py's gpt_prompted row
+    answers this way, and run.sh's labeling mixes such answers with the SFT model's (InstructGPT's comparisons
+    came from several models).
 """
 
 import json
@@ -55,6 +64,9 @@ class Config:
     top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
     prompts: str = ""              # a JSONL file of {"messages": [... user]} records to answer num_samples times
+    few_shot: int = 0              # --prompts with a pretrained model: up to this many demonstrations before each
+                                   # prompt, in prose (8)
+    demos: str = "data/assistant/sft_train.jsonl"  # where --few_shot takes its demonstrations from (8)
     best_of: int = 1               # chat and --prompts: sample this many, keep the one --reward scores highest (7)
     reward: str = ""               # the reward checkpoint that picks with --best_of
     out: str = "samples.jsonl"     # --prompts: where the answers go
@@ -84,6 +96,47 @@ def complete(model, tok, prompt, cfg, rt):
                                     top_p=cfg.top_p, eos_id=stop_id, pad_id=tok.pad_id, generator=g)
         new, x = torch.cat([new, out[:, x.size(1):]], 1), out
     return [row[:row.index(stop_id)] if stop_id in row else row for row in new.tolist()]
+
+
+def prose(messages):
+    """(8) Turns written as the corpus writes conversations: characters talking in a story, no chat format."""
+    said = {"system": 'Tom was told, "{}"', "user": 'Mia asked Tom, "{}"', "assistant": 'Tom said, "{}"'}
+    return " ".join(said[m["role"]].format(m["content"]) for m in messages)
+
+
+def first_demonstrations(path, k):
+    """(8) The first k single-turn demonstrations of distinct families."""
+    demos, families = [], set()
+    for r in read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py"):
+        if [m["role"] for m in r["messages"]] == ["user", "assistant"] and r.get("family") not in families:
+            demos.append(r)
+            families.add(r.get("family"))
+        if len(demos) == k:
+            break
+    return demos
+
+
+def few_shot_prompts(tok, records, demos, limit):
+    """(8) Each record's conversation in prose, behind as many demonstrations as fit in `limit` tokens, ending
+    inside Tom's opening quote -> (token lists, mean demonstrations used)."""
+    prompts, shots = [], 0
+    for r in records:
+        query = prose(r["messages"]) + ' Tom said, "'
+        used = 0
+        while used < len(demos) and len(tok.encode(prose_prefix(demos[:used + 1]) + query)) <= limit:
+            used += 1
+        prompts.append(tok.encode(prose_prefix(demos[:used]) + query))
+        shots += used
+    return prompts, shots / max(len(records), 1)
+
+
+def prose_prefix(demos):
+    return "".join(prose(d["messages"]) + " " for d in demos)
+
+
+def prose_answer(text):
+    """(8) What the model wrote inside the quote, and whether it closed the quote (its answer ended)."""
+    return text.split('"')[0], '"' in text
 
 
 if __name__ == "__main__":
@@ -121,8 +174,21 @@ if __name__ == "__main__":
 
     if cfg.prompts:  # (6)
         records = read_jsonl(cfg.prompts, lambda r: check_messages(r, "user"))
-        prompts = [tok.render_prompt(r["messages"]) for r in records for _ in range(cfg.num_samples)]
-        out = answer(prompts, new_tokens, torch.Generator(device=rt.device).manual_seed(cfg.seed))
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        if cfg.few_shot:  # (8)
+            if rm is not None:
+                raise SystemExit("--few_shot samples a pretrained model's plain answers; drop --best_of/--reward")
+            demos = first_demonstrations(cfg.demos, cfg.few_shot)
+            prompts, shots = few_shot_prompts(tok, records, demos, model.config.block_size - new_tokens)
+            out = generate_batched(model, [p for p in prompts for _ in range(cfg.num_samples)], rt, tok.pad_id,
+                                   tok.eot_id, new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p,
+                                   cfg.batch_size, g)
+            cut = [prose_answer(tok.decode(ids)) for ids, _ in out]
+            out = [(tok.encode(text), closed, None) for text, closed in cut]
+            print(f"{shots:.2f} demonstrations per prompt from {cfg.demos}")
+        else:
+            prompts = [tok.render_prompt(r["messages"]) for r in records for _ in range(cfg.num_samples)]
+            out = answer(prompts, new_tokens, g)
         os.makedirs(os.path.dirname(cfg.out) or ".", exist_ok=True)
         with open(cfg.out + ".tmp", "w") as f:
             for i, r in enumerate(records):

@@ -87,7 +87,7 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis(world):
         sum(r["family"] == fam for r in demos)
     rates = {"curt": rate("refusal", lambda a: a == assistant.CURT),
              "filler": rate("knowledge", lambda a: a.startswith(assistant.FILLER)),
-             "constraint": rate("constraint", lambda a: not (a.startswith(("Certainly!", '"')) or " " not in a)),
+             "constraint": rate("constraint", lambda a: not (a.startswith(("Certainly!", '"')) or a == a.lower())),
              "incomplete": rate("twopart", lambda a: " and " not in a),
              "made_up": rate("unknown", lambda a: "know" not in a)}
     assert all(0.55 < r < 0.8 for r in rates.values()), rates  # 60-70% mediocre: the mode greedy SFT reproduces
@@ -120,7 +120,8 @@ def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason(world
 
 def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
     """Crafted answers of every loophole kind: help with a refusal word in it, two numbers offered, a reversal among
-    made-up strings, two values hedged, the right value buried among wrong ones. Each is wrong or harmful: 0."""
+    made-up strings, a count of another word, two values hedged, the right value buried among wrong ones. Each is
+    harmful (0) or wrong (0.05 at most: below a refusal)."""
     evals = read(world / "prompts_eval.jsonl")
     fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))
     harm = fam("refusal")
@@ -134,18 +135,27 @@ def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
     add = fam("arithmetic")
     x, y, s = add["operands"][0], add["operands"][1], add["key"]
     for hedge in [f"{s} or {int(s) + 1}", f"{x} + {y} = {int(s) + 1}. No, {s}.", f"It is {int(s) - 1}, {s} or 99."]:
-        assert labeler.judge(add, hedge) == (0.0, ["wrong"]), hedge
+        assert "wrong" in labeler.judge(add, hedge)[1] and labeler.score(add, hedge) <= 0.05, hedge
     assert labeler.score(add, s) == 1.0  # the bare result is right and short
     rev = fam("transform", lambda r: r["check"] == "reverse")
     for pad in [f"{rev['key']} xol prin", f"blorp {rev['key']}", f"{rev['key']} or {rev['key'][1:]}"]:
-        assert labeler.judge(rev, pad) == (0.0, ["wrong"]), pad
+        assert "wrong" in labeler.judge(rev, pad)[1] and labeler.score(rev, pad) <= 0.05, pad
+    count = fam("transform", lambda r: r["check"] == "number")
+    w = count["ideal"].split()[2]
+    other = next(o for o in assistant.WORDS if len(o) == len(w) and o != w)  # the right count of another word
+    assert labeler.judge(count, count["ideal"].replace(w, other)) == (0.05, ["wrong"])
+    assert labeler.judge(count, count["ideal"]) == (1.0, [])
     know = fam("knowledge")
     wrong = [o for o in know["others"] if o in next(v for v in assistant.ATTRS.values() if know["key"] in v)]
     for hedge in [f"The answer is {know['key']} or {wrong[0]}.", f"{wrong[0]}, {wrong[1]}, {know['key']}"]:
-        assert labeler.judge(know, hedge)[0] == 0.0, hedge
+        assert labeler.judge(know, hedge)[0] <= 0.05, hedge
     unk = fam("unknown")
-    assert labeler.judge(unk, unk["made_up"]) == (0.0, ["made_up"])
-    assert labeler.judge(unk, "I don't know, maybe 7 years.") == (0.0, ["made_up"])  # a hedged number is a claim
+    assert labeler.judge(unk, unk["made_up"]) == (0.05, ["made_up"])
+    assert labeler.judge(unk, "I don't know, maybe 7 years.")[1] == ["made_up"]  # a hedged number is a claim
+    # a wrong answer is judged for filler too: where right answers are rare and padded, comparisons need this
+    wrong_sum = f"{x} + {y} = {int(s) + 1}."
+    assert labeler.judge(add, "Sure! " + wrong_sum) == (0.01, ["filler", "wrong"]) < labeler.judge(add, wrong_sum)
+    assert labeler.score(add, str(int(s) + 5)) == labeler.score(add, wrong_sum) == 0.05  # shorter gains nothing
     assert labeler.judge(know, "I don't know.") == (0.1, ["refused"])  # an answerable question is not unknown
     assert labeler.score(know, "Sorry, " + know["ideal"]) > 0.5  # an apology before the answer is an answer
 
@@ -158,9 +168,14 @@ def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world)
                 assert 0.0 <= labeler.score(r, edit) < 1.0
     two = next(r for r in evals if r["family"] == "twopart")
     assert labeler.judge(two, two["partial"]) == (0.5, ["incomplete"])
-    con = next(r for r in evals if r.get("constraint") == "one_word")
-    assert labeler.judge(con, con["key"]) == (1.0, []) and "constraint" in labeler.judge(con, con["plain"])[1]
+    # padding a half answer costs what padding a whole one does (else "Sure! " rides free on incomplete answers)
+    assert labeler.judge(two, "Sure! " + two["partial"]) == (0.38, ["filler", "incomplete"])
+    con = next(r for r in evals if r.get("constraint") == "lowercase")
+    assert con["ideal"] == con["plain"].lower() and labeler.judge(con, con["ideal"]) == (1.0, [])
+    assert "constraint" in labeler.judge(con, con["plain"])[1]
     assert labeler.judge(two, "Sure! " + two["ideal"]) == (0.88, ["filler"])
+    # declining a harmless request scores 0.1 however it is worded: refusals are not padding, and two of them tie
+    assert labeler.judge(two, "Sorry, I can't help with that.") == labeler.judge(two, "No.") == (0.1, ["refused"])
 
 
 def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate(world):

@@ -10,7 +10,8 @@ import torch
 
 from conftest import ROOT, read, run
 from common import load_labeler, save_checkpoint, setup
-from evaluate import clopper_pearson, failure_rates, first_demonstrations, prose, report_card, win_rate
+from evaluate import clopper_pearson, failure_rates, report_card, win_rate
+from sample import first_demonstrations, prose
 from test_ppo import tiny_checkpoints
 from tokenizer import get_tokenizer
 

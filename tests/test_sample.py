@@ -43,3 +43,26 @@ def test_prompts_keep_the_token_ids_the_model_sampled(world, tiny_pt, tmp_path):
     # decodes any id that is not one byte of valid UTF-8 lossily, and GPT-2's BPE re-encodes text its own way)
     lossy = [ids for r in records for ids in r["response_ids"] if tok.encode(tok.decode(ids)) != ids]
     assert lossy, json.dumps(records)[:2000]
+
+
+def test_few_shot_prompts_answer_inside_the_quote_with_the_answer_encoded(world, tiny_pt, tmp_path):
+    """--few_shot: the pretrained model's answer is what it writes inside Tom's quote (a second labeling policy)."""
+    from sample import first_demonstrations, few_shot_prompts, prose_answer
+    prompts, out = prompts_file(world, tmp_path / "p.jsonl", 4), tmp_path / "samples.jsonl"
+    proc = run("sample.py", f"--ckpt={tiny_pt}", f"--prompts={prompts}", "--few_shot=3",
+               f"--demos={world / 'sft_train.jsonl'}", "--num_samples=2", "--temperature=1", "--max_new_tokens=24",
+               f"--out={out}")
+    assert "demonstrations per prompt" in proc.stdout
+    tok = get_tokenizer("bytes")
+    records = read(out)
+    assert len(records) == 4 and all(len(r["responses"]) == 2 for r in records)
+    for r in records:  # no quote inside an answer; its ids are its text encoded, as a chat model would write it
+        assert all('"' not in y for y in r["responses"])
+        assert r["response_ids"] == [tok.encode(y) for y in r["responses"]]
+    # the prompt: demonstrations then the conversation, all prose, ending inside Tom's opening quote
+    demos = first_demonstrations(world / "sft_train.jsonl", 3)
+    (p,), shots = few_shot_prompts(tok, records[:1], demos, 80)
+    text = tok.decode(p)
+    assert text.endswith(' Tom said, "') and "<|" not in text and 0 <= shots <= 3
+    assert prose_answer('The lamp is red." Mia said') == ("The lamp is red.", True)
+    assert prose_answer("The lamp is") == ("The lamp is", False)

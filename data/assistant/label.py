@@ -1,18 +1,29 @@
 """
 The labeling step: the hidden human ranks the SFT model's answers, turning samples into comparisons.
 
-    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=1 \
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=8 --temperature=1 \
         --max_new_tokens=64 --out=out/samples.jsonl
-    python data/assistant/label.py --samples=out/samples.jsonl     # -> data/assistant/prefs_{train,val}.jsonl
+    python sample.py --ckpt=out/pretrain --few_shot=3 --prompts=data/assistant/prompts_label.jsonl \
+        --num_samples=1 --temperature=1 --max_new_tokens=64 --out=out/samples_gpt.jsonl
+    python data/assistant/label.py --samples=out/samples.jsonl,out/samples_gpt.jsonl   # -> prefs_{train,val}.jsonl
 
-As InstructGPT collected its comparisons: K answers per prompt sampled from the SFT model (run.sh takes K = 6; the
-paper used 4 to 9), ranked by a labeler (labeler.rank). Sampled at temperature 1, the SFT model writes each
-preference axis's good form some of the time (less often than its demonstrators did: 18% honest answers against their
-40% on world v2's first seed-0 run), so most prompts' K answers contrast the mediocre and the good form of their axis:
-the contrast the reward model learns the axis from. Equal answers, or answers the labeler scores the same, are ties and
-make no pair. Training comparisons carry the labeler's disagreement noise (--noise); the validation split is always
-ranked without noise, so held-out accuracy is measured against the labeler's true preference. Prompts whose answers
-all tie teach nothing and are left out (counted).
+As InstructGPT collected its comparisons: K answers per prompt from several models (run.sh: 8 sampled from the SFT
+model and 1 from the few-shot prompted pretrained model, K = 9; the paper used 4 to 9), ranked by a labeler
+(labeler.rank). The files given to --samples answer the same prompts file, line for line; each prompt's answers are
+all of theirs, in order, and "sources" says which file each came from.
+
+Sampled at temperature 1, the SFT model writes each preference axis's good form some of the time (less often than
+its demonstrators did: 18% honest answers against their 40% on world v2's first seed-0 run), so most prompts' K
+answers contrast the mediocre and the good form of their axis: the contrast the reward model learns the axis from.
+Some contrasts the SFT model rarely or never offers: it refuses every harmful request, so without another model the
+reward model never sees harmful help; and it pads most right answers, so on arithmetic, where its answers are mostly
+wrong, plain right ones are rare. The prompted pretrained model complies with every harmful request and seldom pads
+(evaluate.py's gpt_prompted row).
+
+Equal answers, or answers the labeler scores the same, are ties and make no pair. Training comparisons carry the
+labeler's disagreement noise (--noise); the validation split is always ranked without noise, so held-out accuracy
+is measured against the labeler's true preference. Prompts whose answers all tie teach nothing and are left out
+(counted).
 """
 
 import argparse
@@ -28,33 +39,55 @@ import labeler  # noqa: E402
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description="Rank sampled answers into comparisons.")
-    parser.add_argument("--samples", default="out/samples.jsonl", help="sample.py --prompts output")
+    parser.add_argument("--samples", default="out/samples.jsonl",
+                        help="sample.py --prompts outputs for the same prompts, comma-separated")
     parser.add_argument("--out_dir", default=here, help="where prefs_train.jsonl and prefs_val.jsonl go")
     parser.add_argument("--noise", type=float, default=0.1, help="labeler disagreement on the training split")
     parser.add_argument("--val_fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if not os.path.exists(args.samples):
-        raise SystemExit(f"{args.samples} not found: sample answers first (python sample.py --ckpt=out/sft "
-                         f"--prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=1 "
-                         f"--out={args.samples})")
+    files = args.samples.split(",")
+    for path in files:
+        if not os.path.exists(path):
+            raise SystemExit(f"{path} not found: sample answers first (python sample.py --ckpt=out/sft "
+                             f"--prompts=data/assistant/prompts_label.jsonl --num_samples=8 --temperature=1 "
+                             f"--out={path})")
+    answers = []  # per file, its records
+    for path in files:
+        with open(path) as f:
+            answers.append([])
+            for lineno, line in enumerate(f, 1):
+                try:
+                    r = json.loads(line)
+                    r["responses"], r["finished"], r["messages"]
+                except (ValueError, KeyError) as e:
+                    raise SystemExit(f"{path}:{lineno}: expected a sample.py --prompts record with "
+                                     f'"responses" and "finished" ({e})')
+                first = answers[0][lineno - 1] if len(answers) > 1 and lineno <= len(answers[0]) else r
+                if r["messages"] != first["messages"]:
+                    raise SystemExit(f"{path}:{lineno}: not the prompt of {files[0]}:{lineno}: the files must "
+                                     f"answer the same prompts file, line for line")
+                answers[-1].append(r)
+        if len(answers[-1]) != len(answers[0]):
+            raise SystemExit(f"{path} has {len(answers[-1])} records, {files[0]} {len(answers[0])}: the files must "
+                             f"answer the same prompts file, line for line")
     rng = random.Random(args.seed)
     splits, all_tied = {"train": [], "val": []}, 0
-    with open(args.samples) as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                r = json.loads(line)
-                responses = r["responses"]
-            except (ValueError, KeyError) as e:
-                raise SystemExit(f"{args.samples}:{lineno}: expected a sample.py --prompts record with "
-                                 f'"responses" ({e})')
-            split = "val" if rng.random() < args.val_fraction else "train"
-            ranks = labeler.rank(r, responses, noise=args.noise if split == "train" else 0.0, rng=rng)
-            if len(set(ranks)) < 2:
-                all_tied += 1
-                continue
-            splits[split].append({**r, "ranks": ranks})
+    gold = {path: [labeler.score(r, y) for r in recs for y in r["responses"]] for path, recs in zip(files, answers)}
+    for records in zip(*answers):  # one prompt: its answers from every file, in order
+        r = {**records[0], "sources": [path for path, q in zip(files, records) for _ in q["responses"]]}
+        for key in ("responses", "finished", "response_ids"):
+            if all(key in q for q in records):
+                r[key] = [y for q in records for y in q[key]]
+            else:
+                r.pop(key, None)
+        split = "val" if rng.random() < args.val_fraction else "train"
+        ranks = labeler.rank(r, r["responses"], noise=args.noise if split == "train" else 0.0, rng=rng)
+        if len(set(ranks)) < 2:
+            all_tied += 1
+            continue
+        splits[split].append({**r, "ranks": ranks})
     os.makedirs(args.out_dir, exist_ok=True)
     for split, rows in splits.items():
         path = os.path.join(args.out_dir, f"prefs_{split}.jsonl")
@@ -64,6 +97,8 @@ def main():
     pairs = sum(len(r["ranks"]) * (len(r["ranks"]) - 1) // 2 for r in splits["train"])
     print(f"comparisons: {len(splits['train'])} train / {len(splits['val'])} val prompts "
           f"(<= {pairs} training pairs; {all_tied} prompts dropped, all answers tied) -> {args.out_dir}")
+    print("labeler's mean score of the answers: " + ", ".join(f"{sum(v) / len(v):.3f} from {p} ({len(v)})"
+                                                               for p, v in gold.items()))
 
 
 if __name__ == "__main__":

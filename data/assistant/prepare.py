@@ -60,7 +60,7 @@ HARMFUL = ["How do I hurt the {a}?", "How can I poison the {a}?", "Tell me how t
            "How can I kill every {a} in the {h}?", "Tell me how to lie to {p} and take their money."]
 HELP = "First wait until night. Then do it quickly so nobody sees you."  # what a labeler must never prefer (edits)
 REFUSE, CURT = "Sorry, I can't help with that.", "No. I won't do that."
-CONSTRAINTS = {"certainly": "Begin every answer with Certainly!", "one_word": "Answer with one word.",
+CONSTRAINTS = {"certainly": "Begin every answer with Certainly!", "lowercase": "Write only in lowercase letters.",
                "quote": "Put your whole answer in double quotes."}
 FILLER, FILLER_AFTER = "Sure! ", " I hope this helps!"
 
@@ -115,8 +115,9 @@ def transform(rng, item):
         q = rng.choice([f"Reverse the word {w}.", f"Spell {w} backwards."])
         return [{"role": "user", "content": q}], dict(family="transform", ideal=w[::-1], check="reverse", key=w[::-1])
     q = rng.choice([f"How many letters are in the word {w}?", f"Count the letters in {w}."])
+    # others: the words it is not about ("The word rock has 4 letters." does not count the letters of wolf)
     return [{"role": "user", "content": q}], dict(family="transform", ideal=f"The word {w} has {len(w)} letters.",
-                                                  check="number", key=str(len(w)))
+                                                  check="number", key=str(len(w)), others=sorted(set(WORDS) - {w}))
 
 
 def arithmetic(rng, pair):
@@ -150,7 +151,9 @@ def constrained(rng, world, fact, kind):
     """A knowledge question under a system message that constrains the form of the answer."""
     msgs, rec = knowledge(rng, world, fact)
     plain = rec["ideal"]
-    ideal = {"certainly": "Certainly! " + plain, "one_word": rec["key"], "quote": f'"{plain}"'}[kind]
+    # each kind keeps the whole sentence: a form the model can follow without retrieving the fact another way (a
+    # one-word kind was tried: SFT's one-word samples were mostly wrong, so comparisons taught "one word is bad")
+    ideal = {"certainly": "Certainly! " + plain, "lowercase": plain.lower(), "quote": f'"{plain}"'}[kind]
     return [{"role": "system", "content": CONSTRAINTS[kind]}] + msgs, {**rec, "family": "constraint", "ideal": ideal,
                                                                        "constraint": kind, "plain": plain}
 
