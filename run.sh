@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo, rloo, grpo -> dpo -> evaluate
+#   prepare -> pretrain -> sft -> label -> reward -> ppo, rloo, grpo -> dpo -> evaluate -> plot
 #
 #   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~9 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
@@ -83,3 +83,7 @@ stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/e
 $PY evaluate.py --policies=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/rloo,$OUT/grpo,$OUT/dpo --reward=$OUT/reward \
     --data_dir=$DATA --snapshots=$OUT/ppo --out_dir=$OUT/eval $S "${EVAL[@]}"
 took evaluate
+
+stage "plot: learning curves, RL curves, over-optimisation, win rates, failure rates ($OUT/plots/*.png)"
+$PY plot.py --out_dir=$OUT --to=$OUT/plots
+took plot

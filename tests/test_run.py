@@ -13,8 +13,9 @@ def test_run_sh_tiny_runs_every_stage_to_the_table(tmp_path):
     proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3"], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "evaluate"):
+    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "evaluate", "plot"):
         assert f"-- {stage} took" in proc.stdout
+    assert len(os.listdir(tmp_path / "plots")) == 6  # every figure plot.py draws: the tiny run has every stage
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "ppo", "rloo", "grpo", "dpo", "best_of_2"}
     assert res["policies"]["sft"]["win_rate_vs_sft"] == 0.5
