@@ -1,5 +1,6 @@
 """
-The labeling step: the hidden human ranks the SFT model's answers, turning samples into comparisons.
+The labeling step: the hidden human ranks sampled answers (the SFT model's, and a few of another model's), turning them
+into comparisons.
 
     python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=8 --temperature=1 \
         --max_new_tokens=64 --out=out/samples.jsonl
