@@ -55,6 +55,24 @@ Details implemented here:
     RM scores the ideal higher (a tie counts half). The "wrong" axis is also split by record["held_out"]: facts
     held out of all chat training against facts the SFT model was trained on (can the RM judge correctness where
     the policy knows the answer?).
+13. The alignment tax (InstructGPT section 4.2, "Results on public NLP datasets": its PPO models regressed on
+    SQuAD, DROP, HellaSwag and WMT against GPT-3, and PPO-ptx paid less), measured for every row on the pretraining
+    distribution without the chat format. First corpus_val_loss: the mean next-token loss in nats per token (per
+    byte for the bytes tokenizer) on the first corpus_windows non-overlapping windows of val.bin (read by
+    pretrain.load_tokens), each the model's whole context of inputs and their next tokens: pretrain.py's loss on
+    fixed windows instead of random ones, the same for every policy. 256 windows of 192 bytes cost ~3 s per policy
+    for the 0.86M model on a 2-core CPU. Rows that share weights (gpt_prompted: gpt's; best_of_N: sft's) are
+    measured once and marked same_weights_as.
+14. A cloze of the corpus's facts in the spirit of HellaSwag (Zellers et al. 2019), scored as GPT-3 scored it, by
+    each candidate ending's log-likelihood: every fact a prompt file (eval, rl, label) states in an answer ("The
+    vorpel eats fish.", a sentence the corpus writes: prepare.py's fact_sentence), held out when its record is (the
+    held-out facts that eval's knowledge prompts ask), trained otherwise. The candidates are the values the prompt
+    files state in the same frame ("The _ eats _."): the attribute's 8 values, fewer only if no animal has one. The
+    model reads <|endoftext|> and the sentence up to the value, and is right when the value and the sentence's end
+    have the highest summed log-prob; a tie for the top counts 1/k among k. Not normalised by length (GPT-3 divides
+    by the tokens of HellaSwag's many-word endings): one word fills one slot, the sum is the probability of writing
+    it, and past its first bytes the rest are nearly free, so a per-byte mean would favour long values. Chance is
+    the mean of 1/candidates (1/8). ~1 s per policy.
 """
 
 import glob
@@ -63,11 +81,13 @@ import math
 import os
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 import common
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, load_labeler, \
     model_from_checkpoint, parse_config, read_jsonl, setup
+from pretrain import load_tokens
 from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
 from sample import few_shot_prompts, first_demonstrations, prose_answer
 from tokenizer import get_tokenizer
@@ -83,6 +103,7 @@ class Config:
     t1_samples: int = 2                       # T=1 answers per prompt for a chat policy's KL and win rate at T=1 (6)
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
     snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
+    corpus_windows: int = 256                 # first windows of val.bin (one context each) for the corpus loss (13)
     out_dir: str = "out/eval"                # results.json goes here
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
@@ -248,6 +269,95 @@ def report_card(rm, tok, records, rt):
         {k: mean(v) for k, v in split.items()}
 
 
+def corpus_windows(data, block_size, n):
+    """(13) The starts of the first n non-overlapping windows of block_size inputs (and their next tokens) of a
+    token stream, or as many as it holds."""
+    return list(range(0, min(n, (len(data) - 1) // block_size) * block_size, block_size))
+
+
+@torch.no_grad()
+def corpus_loss(model, data, starts, block_size, rt, batch_size=64):
+    """(13) pretrain.py's loss on the windows of data at starts: the mean next-token cross-entropy in nats per
+    token. The windows are of one length, so the mean over windows is the mean over tokens."""
+    total = 0.0
+    for i in range(0, len(starts), batch_size):
+        xy = torch.from_numpy(np.stack([data[s:s + block_size + 1].astype(np.int64)
+                                        for s in starts[i:i + batch_size]])).to(rt.device)  # (B, block_size + 1)
+        with rt.autocast:
+            _, loss = model(xy[:, :-1], xy[:, 1:])
+        total += loss.item() * len(xy)
+    return total / len(starts)
+
+
+def cloze_items(records):
+    """(14) The facts the prompt records state, one cloze item per (animal, attribute): (context, endings, label,
+    held_out). A fact is the plain answer to a one-fact question ("The vorpel eats fish.") or the first part of a
+    two-part one; its candidates are the values records state in the same frame ("The _ eats _.": the sentence
+    with its subject, the second word, and its value blanked)."""
+    facts, frames = {}, {}  # "The vorpel eats " -> (value, tail, frame, held_out); frame -> {values}
+    for r in records:
+        if r["check"] == "contains":
+            sentence, value = r.get("plain", r["ideal"]), r["key"]  # a constraint's ideal is in its form: "plain"
+        elif r["check"] == "parts":
+            sentence, value = r["partial"], r["key"][0]
+        else:
+            continue
+        if value not in sentence:
+            continue
+        head, _, tail = sentence.rpartition(value)
+        words = head.split(" ")
+        frame = (" ".join(words[:1] + ["_"] + words[2:]), tail)
+        frames.setdefault(frame, set()).add(value)
+        facts.setdefault(head, (value, tail, frame, bool(r.get("held_out"))))
+    items = []
+    for head, (value, tail, frame, held_out) in facts.items():
+        values = sorted(frames[frame])
+        context = head.rstrip(" ")  # the space goes with the value, as a BPE writes " fish"
+        items.append((context, [head[len(context):] + v + tail for v in values], values.index(value), held_out))
+    return items
+
+
+@torch.no_grad()
+def cloze(model, tok, items, rt, batch_size=64):
+    """(14) Per item: 1 when its true ending has the highest summed log-prob after <|endoftext|> and the context
+    (no chat format), 1/k when it shares the top with k - 1 others, else 0."""
+    seqs, starts = [], []
+    for context, endings, _, _ in items:
+        ctx = [tok.eot_id] + tok.encode(context)
+        seqs += [ctx + tok.encode(e) for e in endings]
+        starts += [len(ctx)] * len(endings)
+    logps = []
+    for i in range(0, len(seqs), batch_size):
+        idx, mask = pad_right(seqs[i:i + batch_size], tok.pad_id, rt.device)                  # (B, T)
+        start = torch.tensor(starts[i:i + batch_size], device=rt.device)
+        logps += answer_logps(model, idx, mask, start, rt).tolist()
+    right, at = [], 0
+    for _, endings, label, _ in items:
+        lp = logps[at:at + len(endings)]
+        at += len(endings)
+        top = [j for j, x in enumerate(lp) if x == max(lp)]
+        right.append(1 / len(top) if label in top else 0.0)
+    return right
+
+
+def alignment_tax(ckpt, corpus, corpus_tokenizer, items, cfg, rt):
+    """(13, 14) A checkpoint's loss on the first windows of the corpus's held-out split and its cloze accuracy, all
+    facts and by split. The loss is None for a tokenizer other than the corpus's (its ids would mean nothing)."""
+    tok = get_tokenizer(ckpt["tokenizer"])
+    model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    block = model.config.block_size
+    starts = corpus_windows(corpus, block, cfg.corpus_windows) if tok.name == corpus_tokenizer else []
+    right = cloze(model, tok, items, rt, cfg.batch_size)
+    split = {"all": lambda h: True, "held_out": lambda h: h, "trained": lambda h: not h}
+    hits = {k: [x for x, item in zip(right, items) if keep(item[3])] for k, keep in split.items()}
+    return {"corpus_val_loss": corpus_loss(model, corpus, starts, block, rt, cfg.batch_size) if starts else None,
+            "corpus_val_tokens": len(starts) * block,
+            "cloze_accuracy": {k: sum(v) / len(v) if v else None for k, v in hits.items()},
+            "cloze_items": {k: len(v) for k, v in hits.items()},
+            "cloze_chance": sum(1 / len(item[1]) for item in items) / len(items) if items else None,
+            "same_weights_as": None}
+
+
 def row_name(ckpt, path, taken):
     """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names), rloo or grpo (ppo.py's other estimators); the run
     directory when two policies share one."""
@@ -281,7 +391,13 @@ if __name__ == "__main__":
         by = {f: [s for s, r in zip(scores, records) if r["family"] == f] for f in families}
         return {**{f: sum(v) / len(v) for f, v in by.items()}, "all": sum(scores) / len(scores)}
 
-    results = {"policies": {}, "settings": asdict(cfg)}
+    results = {"policies": {}, "settings": asdict(cfg), "alignment_tax": {}}
+    _, corpus, meta = load_tokens(cfg.data_dir)  # (13) val.bin, read as pretrain.py reads it
+    cloze_records = list(records)  # (14) the facts every prompt file states, and the values of each frame
+    for name in ("prompts_rl.jsonl", "prompts_label.jsonl"):
+        if os.path.exists(os.path.join(cfg.data_dir, name)):
+            cloze_records += read_jsonl(os.path.join(cfg.data_dir, name), check_prompt)
+    items = cloze_items(cloze_records)
     rm, sft_ckpt, picks = None, None, []
     if cfg.reward:
         rm, rm_ckpt = load_reward_model(cfg.reward)
@@ -296,7 +412,10 @@ if __name__ == "__main__":
 
     def add_row(name, ckpt, path, texts, finished, kl=None, **extra):
         tok = get_tokenizer(ckpt["tokenizer"])
+        same = next((k for k, (c, _) in policies.items() if c is ckpt), None)  # gpt_prompted, best_of_N
         policies[name] = (ckpt, path)
+        results["alignment_tax"][name] = {**results["alignment_tax"][same], "same_weights_as": same} if same else \
+            alignment_tax(ckpt, corpus, meta["tokenizer"], items, cfg, rt)  # (13, 14)
         judged = [labeler.judge(r, t) for r, t in zip(records, texts)]  # (3) (score, reasons), once per answer
         golds[name] = [score for score, _ in judged]
         res = results["policies"][name] = {
@@ -382,6 +501,24 @@ if __name__ == "__main__":
     print(f"{'(prompts)':<14}" + "".join(f"{results['failure_prompts'][a]:>12}" for a in axes))
     for a in axes:
         print(f"  {a}: {labeler.AXES[a]}")
+
+    # (13, 14) the alignment tax: the pretraining distribution without the chat format, gpt's numbers the reference
+    tax, ref = results["alignment_tax"], results["alignment_tax"].get("gpt")
+    numbers = lambda t: [t["corpus_val_loss"]] + [t["cloze_accuracy"][s] for s in ("all", "held_out", "trained")]
+    print("\nthe alignment tax (InstructGPT 4.2): the pretraining corpus without the chat format (difference from gpt)")
+    print(f"{'policy':<14}{'val loss':>16}{'cloze':>16}{'held out':>16}{'trained':>16}")
+    for name, t in tax.items():
+        if t["same_weights_as"]:
+            print(f"{name:<14}{'(weights of ' + t['same_weights_as'] + ')':>16}")
+            continue
+        refs = numbers(ref) if ref is not None and t is not ref else [None] * 4
+        print(f"{name:<14}" + "".join(f"{fmt(x) + ('' if None in (x, r) else f' ({x - r:+.3f})'):>16}"
+                                      for x, r in zip(numbers(t), refs)))
+    if tax:
+        t, n = next(iter(tax.values())), next(iter(tax.values()))["cloze_items"]
+        print(f"val loss: nats per token on the first {t['corpus_val_tokens']:,} tokens of val.bin, in windows of one "
+              f"context;\ncloze: {n['all']} facts ({n['held_out']} held out of chat training, {n['trained']} "
+              f"trained), right when the true value is its attribute's likeliest (chance {fmt(t['cloze_chance'])})")
     if rm is not None:  # (12)
         print("\nreward model report card: accuracy on controlled pairs (ideal vs one edit), per axis; ties count half")
         if not card["axes"]:

@@ -1,19 +1,28 @@
 """evaluate.py with every row of the table on tiny checkpoints: names, win rates and their exact intervals, KL, the
-failure table, the RM's report card, the over-optimisation tables."""
+failure table, the RM's report card, the over-optimisation tables, the alignment tax."""
 import json
 import math
+import os
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from conftest import ROOT, read, run
-from common import load_labeler, save_checkpoint, setup
-from evaluate import clopper_pearson, failure_rates, report_card, win_rate
+from conftest import ROOT, TINY_MODEL, read, run
+from common import load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
+from evaluate import clopper_pearson, cloze, cloze_items, corpus_loss, corpus_windows, failure_rates, report_card, \
+    win_rate
+from model import GPT
+from pretrain import get_batch, load_tokens
 from sample import first_demonstrations, prose
 from test_ppo import tiny_checkpoints
 from tokenizer import get_tokenizer
+
+sys.path.insert(0, os.path.join(ROOT, "data", "assistant"))
+import prepare as assistant  # noqa: E402
 
 
 def test_win_rate_counts_ties_half_with_an_interval():
@@ -66,6 +75,72 @@ def test_report_card_scores_the_ideal_against_each_edit():
     axes, pairs, split = report_card(ShorterIsBetterRM(), get_tokenizer("bytes"), records, setup("cpu", "float32"))
     assert axes == {"filler": 1.0, "wrong": 0.75} and pairs == {"filler": 1, "wrong": 2}
     assert split == {"held_out": 0.5, "trained": 1.0}
+
+
+def test_corpus_val_loss_is_pretrains_val_loss_on_the_same_windows(world, tiny_pt):
+    ckpt = load_checkpoint(tiny_pt)
+    cfg, model, rt = ckpt["config"], model_from_checkpoint(ckpt).eval(), setup("cpu", "float32")
+    _, val, _ = load_tokens(world)
+    block, n = cfg["block_size"], cfg["batch_size"]
+    # pretrain.py's last estimate (its val_loss): one batch (eval_iters=1) of random windows from its seeded generator
+    assert cfg["eval_iters"] == 1 and block == model.config.block_size
+    starts = torch.randint(len(val) - block - 1, (n,), generator=torch.Generator().manual_seed(cfg["seed"])).tolist()
+    x, _ = get_batch(val, n, block, torch.Generator().manual_seed(cfg["seed"]))
+    assert torch.equal(x, torch.tensor(np.stack([val[s:s + block].astype(np.int64) for s in starts])))  # its windows
+    assert corpus_loss(model, val, starts, block, rt, batch_size=n) == pytest.approx(ckpt["val_loss"], rel=1e-5)
+    # evaluate.py's windows: the first ones, end to end; against the obvious loop over them, one window at a time
+    starts = corpus_windows(val, block, 5)
+    assert starts == [0, 160, 320, 480, 640] and corpus_windows(np.zeros(10), 4, 5) == [0, 4]  # [8:13] is too long
+    with torch.no_grad():
+        direct = [F.cross_entropy(model(torch.tensor(val[s:s + block].astype(np.int64))[None])[0][0],
+                                  torch.tensor(val[s + 1:s + block + 1].astype(np.int64))).item() for s in starts]
+    assert corpus_loss(model, val, starts, block, rt, batch_size=2) == pytest.approx(sum(direct) / 5, rel=1e-5)
+
+
+def test_cloze_items_are_the_corpus_sentences_of_every_fact_the_prompts_state(world):
+    records = [r for name in ("prompts_eval", "prompts_rl", "prompts_label") for r in read(world / f"{name}.jsonl")]
+    items = cloze_items(records)
+    world_map, _, docs, held = assistant.build(0)  # the fixture's world (seed 0)
+    text = " ".join(docs)
+    held_facts = {tuple(f) for f in held["facts"]}
+    asked = {r["ideal"] for r in records if r["family"] == "knowledge" and r.get("held_out")}
+    facts = set()
+    for context, endings, label, held_out in items:
+        animal = context.split(" ")[1]
+        attr = next(k for k, values in assistant.ATTRS.items() if endings[label][1:-1] in values)
+        facts.add((animal, attr))
+        assert endings == [f" {v}." for v in sorted(assistant.ATTRS[attr])]  # the attribute's 8 values
+        assert endings[label] == f" {world_map[animal][attr]}."               # the true one
+        assert context + endings[label] in text                               # a sentence of the corpus
+        assert held_out == ((animal, attr) in held_facts)
+    assert len(facts) == len(items)  # one item per fact
+    held_items = [c + e[i] for c, e, i, h in items if h]
+    assert set(held_items) == asked and len(held_items) == len(asked)  # the held-out facts eval asks
+    assert len(items) - len(held_items) == len(world_map) * 3 - len(held_facts)  # every trained fact
+
+
+def test_the_cloze_ranks_the_trained_value_first_and_a_model_that_knows_nothing_is_at_chance(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    tok = get_tokenizer("bytes")
+    ids = (tok.encode("The zoopet eats nuts.") + [tok.eot_id] + tok.encode("The blorp lives in the cave.")
+           + [tok.eot_id]) * 200
+    for split in ("train", "val"):
+        np.array(ids, dtype=np.uint16).tofile(data / f"{split}.bin")
+    (data / "meta.json").write_text(json.dumps({"tokenizer": "bytes", "vocab_size": tok.vocab_size}))
+    run("pretrain.py", f"--data_dir={data}", *TINY_MODEL, "--batch_size=8", "--max_iters=150", "--eval_iters=1",
+        "--eval_interval=150", "--warmup_iters=10", f"--out_dir={tmp_path / 'pt'}")
+    items = [("The zoopet eats", [" figs.", " kelp.", " rice.", " nuts.", " oats.", " yams.", " corn.", " beef."], 3,
+              True),
+             ("The blorp lives in the", [" bogs.", " dune.", " reef.", " hill.", " glen.", " moor.", " cave.",
+                                         " lake."], 6, False)]
+    rt = setup("cpu", "float32")
+    trained = model_from_checkpoint(load_checkpoint(tmp_path / "pt")).eval()
+    assert cloze(trained, tok, items, rt, batch_size=5) == [1.0, 1.0]
+    # knowing nothing: zero (tied) embeddings give every next token 1/V, so endings of one length tie 8 ways
+    blank = GPT(trained.config).eval()
+    torch.nn.init.zeros_(blank.lm_head.weight)
+    assert cloze(blank, tok, items, rt) == [1 / 8, 1 / 8]
 
 
 def test_a_labeler_without_reasons_stops_before_anything_is_loaded(tmp_path):
@@ -137,6 +212,17 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert [s["step"] for s in res["overoptimisation"]["snapshots"]] == [0, 1, 2]
     assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout and "win@T=1" in proc.stdout
     assert "Figure 4" in proc.stdout and "report card" in proc.stdout and "<=0.19" in proc.stdout
+    # the alignment tax for every row, measured once per set of weights
+    tax = res["alignment_tax"]
+    assert list(tax) == list(pol) and "alignment tax" in proc.stdout
+    assert tax["gpt_prompted"] == {**tax["gpt"], "same_weights_as": "gpt"}
+    assert tax["best_of_2"] == {**tax["sft"], "same_weights_as": "sft"}
+    for name in ("gpt", "sft", "ppo"):
+        t = tax[name]
+        assert t["same_weights_as"] is None and t["corpus_val_loss"] > 0 and t["corpus_val_tokens"] == 256 * 160
+        assert t["cloze_items"]["all"] == t["cloze_items"]["held_out"] + t["cloze_items"]["trained"] > 0
+        assert all(0 <= a <= 1 for a in t["cloze_accuracy"].values()) and t["cloze_chance"] == 1 / 8
+    assert tax["gpt"]["corpus_val_loss"] == tax["sft"]["corpus_val_loss"] != tax["ppo"]["corpus_val_loss"]
 
 
 def test_the_labeler_is_the_file_given_not_a_module_of_that_name(tmp_path, monkeypatch):
