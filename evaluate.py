@@ -89,7 +89,7 @@ from common import LM_STAGES, answer_logps, check_messages, generate_batched, lo
     model_from_checkpoint, parse_config, read_jsonl, setup
 from pretrain import load_tokens
 from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
-from sample import few_shot_prompts, first_demonstrations, prose_answer
+from sample import few_shot_answers, first_demonstrations
 from tokenizer import get_tokenizer
 
 
@@ -153,10 +153,8 @@ def answer_few_shot(ckpt, records, demos, cfg, rt):
     shots)."""
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
-    prompts, shots = few_shot_prompts(tok, records, demos, model.config.block_size - cfg.max_new_tokens)
-    out = generate_batched(model, prompts, rt, tok.pad_id, tok.eot_id, cfg.max_new_tokens, batch_size=cfg.batch_size)
-    texts, finished = zip(*[prose_answer(tok.decode(ids)) for ids, _ in out])
-    return list(texts), list(finished), shots
+    answers, shots = few_shot_answers(model, tok, records, demos, cfg.max_new_tokens, rt, batch_size=cfg.batch_size)
+    return [text for text, _ in answers], [finished for _, finished in answers], shots
 
 
 def rankdata(x):

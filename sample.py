@@ -139,6 +139,16 @@ def prose_answer(text):
     return text.split('"')[0], '"' in text
 
 
+def few_shot_answers(model, tok, records, demos, max_new_tokens, rt, num_samples=1, temperature=0.0, top_k=None,
+                     top_p=None, batch_size=64, generator=None):
+    """(8) num_samples answers to each record behind the prose few-shot prefix (evaluate.py's gpt_prompted row uses
+    this greedily) -> ([(text, finished)], record by record; mean demonstrations used)."""
+    prompts, shots = few_shot_prompts(tok, records, demos, model.config.block_size - max_new_tokens)
+    out = generate_batched(model, [p for p in prompts for _ in range(num_samples)], rt, tok.pad_id, tok.eot_id,
+                           max_new_tokens, temperature, top_k, top_p, batch_size, generator)
+    return [prose_answer(tok.decode(ids)) for ids, _ in out], shots
+
+
 if __name__ == "__main__":
     cfg = parse_config(Config)
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
@@ -178,12 +188,9 @@ if __name__ == "__main__":
         if cfg.few_shot:  # (8)
             if rm is not None:
                 raise SystemExit("--few_shot samples a pretrained model's plain answers; drop --best_of/--reward")
-            demos = first_demonstrations(cfg.demos, cfg.few_shot)
-            prompts, shots = few_shot_prompts(tok, records, demos, model.config.block_size - new_tokens)
-            out = generate_batched(model, [p for p in prompts for _ in range(cfg.num_samples)], rt, tok.pad_id,
-                                   tok.eot_id, new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p,
-                                   cfg.batch_size, g)
-            cut = [prose_answer(tok.decode(ids)) for ids, _ in out]
+            cut, shots = few_shot_answers(model, tok, records, first_demonstrations(cfg.demos, cfg.few_shot),
+                                          new_tokens, rt, cfg.num_samples, cfg.temperature, cfg.top_k or None,
+                                          cfg.top_p, cfg.batch_size, g)
             out = [(tok.encode(text), closed, None) for text, closed in cut]
             print(f"{shots:.2f} demonstrations per prompt from {cfg.demos}")
         else:

@@ -48,7 +48,8 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     corpus = get_tokenizer("bytes").decode(np.fromfile(world / "train.bin", dtype=np.uint16).tolist())
     assert "<|user|>" not in corpus and "<|assistant|>" not in corpus
     knowledge = [r for r in evals if r["family"] == "knowledge"]
-    assert len(knowledge) >= 20 and all(r["held_out"] and r["ideal"] in corpus for r in knowledge)
+    # 34 on seed 0: knowledge is 18% of world v2's eval mix (v1 asked 40+ when it had six families)
+    assert len(knowledge) >= 30 and all(r["held_out"] and r["ideal"] in corpus for r in knowledge)
     # ... but no chat-format file states them
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
     assert not [r["ideal"] for r in knowledge if r["ideal"] in chat_text]
