@@ -12,7 +12,10 @@ model acts as an implicit reward, trained with the Bradley-Terry loss the RM use
 
 Details implemented here:
  1. Pairs: every untied pair (w ranked better than l) of each K-way comparison in prefs_train.jsonl (DESIGN.md's
-    format, the file reward.py trains on); ties make no pair. An answer is the tokens the policy sampled when the
+    format, the file reward.py trains on), each distinct pair of answers once; ties make no pair. The SFT model
+    repeats its likeliest answers ("No. I won't do that." five times of nine), and counted once per sample the same
+    comparison came back up to 20 times: on world v2.1's seed 0 (K = 9), 16.9k pairs of which 6.8k distinct. The
+    repeats cost time, and they are not more evidence: a labeler shown the same answer twice ranks it once. An answer is the tokens the policy sampled when the
     record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text encoded:
     decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a byte
     sequence that is not UTF-8 as U+FFFD, a BPE token sequence re-encodes to another), so the text alone could
@@ -84,7 +87,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 
 def load_pairs(path, tok, block_size):
-    """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every untied pair; an
+    """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every distinct untied pair; an
     answer's length counts its tokens and its <|end|> (3), so its tokens are the last `length` of its sequence."""
     pairs = []
     hint = "collect comparisons with data/assistant/label.py"
@@ -94,9 +97,11 @@ def load_pairs(path, tok, block_size):
         prompt = tok.render_prompt(r["messages"])
         seqs = [(prompt + a + ([tok.end_id] if f else []))[-block_size:] for a, f in zip(answers, finished)]
         lens = [min(len(a) + int(f), len(s)) for a, f, s in zip(answers, finished, seqs)]
+        seen = set()
         for w in range(len(seqs)):
             for l in range(len(seqs)):
-                if r["ranks"][w] < r["ranks"][l]:
+                if r["ranks"][w] < r["ranks"][l] and (tuple(seqs[w]), tuple(seqs[l])) not in seen:
+                    seen.add((tuple(seqs[w]), tuple(seqs[l])))
                     pairs.append((seqs[w], seqs[l], lens[w], lens[l]))
     return pairs
 

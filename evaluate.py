@@ -73,6 +73,9 @@ Details implemented here:
     by the tokens of HellaSwag's many-word endings): one word fills one slot, the sum is the probability of writing
     it, and past its first bytes the rest are nearly free, so a per-byte mean would favour long values. Chance is
     the mean of 1/candidates (1/8). ~1 s per policy.
+15. Several RMs (--reward=A,B: iterated RLHF's rounds, run.sh --full): A scores the policies (4, 9, 10); each gets
+    its report card (12) and, on each --prefs file (a later round's held-out comparisons: is the older RM blind to
+    what the newer policy does?), its pairwise accuracy, under results["reward_models"][path].
 """
 
 import glob
@@ -88,7 +91,8 @@ import common
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, load_labeler, \
     model_from_checkpoint, parse_config, read_jsonl, setup
 from pretrain import load_tokens
-from reward import best_of_n, encode_answer, load_reward_model, pad_right, score_sequences
+from reward import (best_of_n, encode_answer, load_comparisons, load_reward_model, pad_right, pairwise_accuracy,
+                    score_sequences)
 from sample import few_shot_answers, first_demonstrations
 from tokenizer import get_tokenizer
 
@@ -98,7 +102,9 @@ class Config:
     policies: str = "out/pretrain,out/sft"  # comma-separated checkpoints (files or run directories)
     data_dir: str = "data/assistant"         # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the dataset's hidden human: judge(record, response), applies(record)
-    reward: str = ""                          # a reward checkpoint: adds RM scores and their rank correlation with gold
+    reward: str = ""                          # reward checkpoints, comma-separated: the first scores the policies (4);
+                                              # each gets a report card (12) and accuracy on --prefs (15)
+    prefs: str = ""                           # comparison files (comma-separated), e.g. a later round's (15)
     best_of: int = 8                          # with --reward: a best_of_N row and curve (4, 9); 0 = none
     t1_samples: int = 2                       # T=1 answers per prompt for a chat policy's KL and win rate at T=1 (6)
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
@@ -267,6 +273,14 @@ def report_card(rm, tok, records, rt):
         {k: mean(v) for k, v in split.items()}
 
 
+def prefs_accuracy(rm, ckpt, path, rt):
+    """(15) The RM's pairwise accuracy on a comparisons file (reward.py's held-out measure), and its pairs."""
+    tok = get_tokenizer(ckpt["tokenizer"])
+    comparisons = load_comparisons(path, tok, rm.gpt.config.block_size)
+    accuracy, _, pairs = pairwise_accuracy(rm, comparisons, tok.pad_id, rt)
+    return {"accuracy": accuracy, "pairs": pairs}
+
+
 def corpus_windows(data, block_size, n):
     """(13) The starts of the first n non-overlapping windows of block_size inputs (and their next tokens) of a
     token stream, or as many as it holds."""
@@ -398,13 +412,17 @@ if __name__ == "__main__":
     items = cloze_items(cloze_records)
     rm, sft_ckpt, picks = None, None, []
     if cfg.reward:
-        rm, rm_ckpt = load_reward_model(cfg.reward)
-        rm.to(rt.device)
-        results["reward_model"] = {"val_accuracy": rm_ckpt["val_accuracy"],
-                                   "length_baseline_accuracy": rm_ckpt["length_baseline_accuracy"]}
-        card = results["reward_model"]
-        card["axes"], card["axes_pairs"], card["wrong_by_split"] = report_card(  # (12)
-            rm, get_tokenizer(rm_ckpt["tokenizer"]), records, rt)
+        results["reward_models"] = {}
+        for i, path in enumerate(cfg.reward.split(",")):  # the first is the RM; the others only get a card (15)
+            other, other_ckpt = load_reward_model(path)
+            other.to(rt.device)
+            card = results["reward_models"][path] = {"val_accuracy": other_ckpt["val_accuracy"],
+                                                     "length_baseline_accuracy": other_ckpt["length_baseline_accuracy"]}
+            card["axes"], card["axes_pairs"], card["wrong_by_split"] = report_card(  # (12)
+                other, get_tokenizer(other_ckpt["tokenizer"]), records, rt)
+            card["prefs_accuracy"] = {f: prefs_accuracy(other, other_ckpt, f, rt) for f in cfg.prefs.split(",") if f}
+            if i == 0:
+                rm, rm_ckpt, results["reward_model"] = other, other_ckpt, card
     demos = first_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), cfg.few_shot) if cfg.few_shot else []
     policies, golds = {}, {}  # name -> (checkpoint or None, path); name -> gold score per prompt
 
@@ -517,8 +535,9 @@ if __name__ == "__main__":
         print(f"val loss: nats per token on the first {t['corpus_val_tokens']:,} tokens of val.bin, in windows of one "
               f"context;\ncloze: {n['all']} facts ({n['held_out']} held out of chat training, {n['trained']} "
               f"trained), right when the true value is its attribute's likeliest (chance {fmt(t['cloze_chance'])})")
-    if rm is not None:  # (12)
-        print("\nreward model report card: accuracy on controlled pairs (ideal vs one edit), per axis; ties count half")
+    for path, card in results.get("reward_models", {}).items():  # (12, 15)
+        print(f"\nreward model {path}: report card, accuracy on controlled pairs (ideal vs one edit), per axis; ties "
+              f"count half")
         if not card["axes"]:
             print('  no pairs: prompts_eval.jsonl has no "edits" (re-run python data/assistant/prepare.py)')
         for a in [a for a in axes if a in card["axes"]] + [a for a in card["axes"] if a not in axes]:
@@ -527,6 +546,8 @@ if __name__ == "__main__":
             split = card["wrong_by_split"]
             print(f"  wrong, by fact: {fmt(split['trained'])} where SFT was trained on it, {fmt(split['held_out'])} "
                   f"where it was held out of all chat training")
+        for f, acc in card["prefs_accuracy"].items():
+            print(f"  pairwise accuracy on {f}: {acc['accuracy']:.3f} ({acc['pairs']} pairs)")
 
     if cfg.snapshots and sft_ckpt is not None:  # (10)
         sft_row = results["policies"][sft_name]

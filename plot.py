@@ -5,12 +5,12 @@ Draw a run's logs and evaluation as PNGs: what each stage learned, and what eval
     python plot.py --out_dir=out --seeds=out,out/seed_1,out/seed_2   # win rates of three seeds, each and their mean
     python plot.py --out_dir=out --beta0=out/ppo_beta0               # adds a beta = 0 PPO run to the Gao et al. plot
 
-Reads out_dir/{pretrain,sft,reward,ppo,rloo,grpo,dpo}/log.jsonl (common.Logger's lines; a stage whose directory is
+Reads out_dir/{pretrain,sft,reward,ppo,ppo_ptx,ppo_r2,rloo,grpo,dpo}/log.jsonl (common.Logger's lines; a stage whose directory is
 absent was not run and is left out) and out_dir/eval/results.json (evaluate.py). Writes, each about 800 px wide:
  1. learning_curves.png   pretrain and SFT train/val loss, the RM's and DPO's loss and held-out pairwise accuracy.
  2. dpo.png               DPO's implicit rewards of the chosen and rejected answers and their margin.
  3. rl_training.png       PPO's training curves over iterations (RM score, gold score of the batch, KL to SFT,
-                          entropy), rloo and grpo (ppo.py --estimator) overlaid, and the --beta0 run when given.
+                          entropy), ppo_ptx, ppo_r2, rloo and grpo overlaid, and the --beta0 run when given.
  4. overoptimisation.png  gold and RM score against KL to SFT (Gao et al. 2022): PPO snapshots (evaluate.py
                           --snapshots), best-of-n of SFT, the --beta0 run's training batches, and the final policies.
  5. win_rates.png         win rate against SFT with its 95% interval per policy; with --seeds, each seed and the mean.
@@ -45,13 +45,14 @@ class Config:
     to: str = ""          # where the PNGs go ("": out_dir/plots)
 
 
-STAGES = ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "dpo")
+STAGES = ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "ppo_r2", "rloo", "grpo", "dpo")
 COMMANDS = {  # what writes each stage's log, for the message when it is missing
     "pretrain": "python pretrain.py", "sft": "python sft.py", "reward": "python reward.py", "ppo": "python ppo.py",
+    "ppo_ptx": "python ppo.py --ptx_coef=0.1", "ppo_r2": "bash run.sh --full",
     "rloo": "python ppo.py --estimator=rloo", "grpo": "python ppo.py --estimator=grpo", "dpo": "python dpo.py"}
 # one colour per policy in every figure, so a reader matches PPO's bar to PPO's curve without the legend
 COLORS = {"gpt": "#9e9e9e", "gpt_prompted": "#8c564b", "sft": "#222222", "ppo": "#1f77b4", "ppo_ptx": "#17becf",
-          "rloo": "#ff7f0e", "grpo": "#2ca02c", "dpo": "#d62728", "best_of": "#9467bd", "beta0": "#6baed6"}
+          "ppo_r2": "#393b79", "rloo": "#ff7f0e", "grpo": "#2ca02c", "dpo": "#d62728", "best_of": "#9467bd", "beta0": "#6baed6"}
 WIDTH = 8    # inches at DPI: 800 px, the README's width, so a figure is shown at 1:1 and its text stays legible
 DPI = 100
 
@@ -177,7 +178,7 @@ def dpo_rewards(log, to):
 
 def rl_training(logs, beta0_log, to):
     """(3) the RL runs' own measures over iterations, on their training batches (T = 1 samples of training prompts)."""
-    runs = [(s, logs[s], color(s), "-") for s in ("ppo", "rloo", "grpo") if logs.get(s)]
+    runs = [(s, logs[s], color(s), "-") for s in ("ppo", "ppo_ptx", "ppo_r2", "rloo", "grpo") if logs.get(s)]
     if beta0_log:
         runs.append((f"ppo β={beta0_log[-1].get('beta', 0):g}", beta0_log, color("beta0"), "--"))
     if not runs:

@@ -9,7 +9,7 @@ RLOO and GRPO (15-19).
     python ppo.py --estimator=grpo --out_dir=out/grpo    # GRPO: group-normalised scores, the KL as a k3 loss term
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
     python ppo.py --target_kl=1                     # adaptive beta toward a KL target (Ziegler et al. 2019)
-    python ppo.py --ptx_coef=1 --out_dir=out/ppo_ptx     # PPO-ptx: mix in the pretraining loss
+    python ppo.py --ptx_coef=0.1 --out_dir=out/ppo_ptx   # PPO-ptx: mix in the pretraining loss
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
 
@@ -48,8 +48,15 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     1.1-1.9 and rising). --target_kl=2: beta fell to 0.13 by iteration 11, the KL rose to 3-3.5, and beta 0.75 by
     iteration 32 had not brought it back (mean 3.1 over the last 10): a target far from where the start beta keeps the
     KL needs a start beta near the one that holds it, or more iterations.
- 7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1, lambda 0.95)
-    over the real response tokens, with V = 0 after the last one; returns = advantages + values.
+ 7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1) over the real
+    response tokens, with V = 0 after the last one; returns = advantages + values. Deviation: lambda 1 (Monte-Carlo
+    returns: a token's advantage is the answer's whole reward-to-go minus its value), not the 0.95 of N+ and
+    lm-human-preferences. The critic starts as the RM, whose scores of answer prefixes are noise (seed 1: "S" -0.92,
+    "N" +0.62, the first bytes of "Sorry, ..." and "No. ..."), and with lambda 0.95 over ~25 tokens the first token's
+    advantage is mostly those early temporal differences (the final score reaches it weighted 0.95^25 = 0.28): PPO
+    kept curt refusals on two seeds of three although the RM prefers polite ones by >1 std. Measured on 3 seeds
+    (docs/experiments.md): curt 1.00/1.00/0.03 -> 0.03/0.46/0.00, gold 0.642 -> 0.663 on average; the critic explains
+    less of the return's variance (0.60 -> 0.50 on average), as Monte-Carlo targets are noisier.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
  9. ppo_epochs passes over the rollout batch in shuffled minibatches. Old log-probs and values are those of the
     rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a check from N+).
@@ -57,7 +64,11 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
 11. Clipped value loss (clip 0.2; N+, as OpenAI's lm-human-preferences), times vf_coef; policy and value share one
     AdamW and one global gradient-norm clip.
 12. PPO-ptx (InstructGPT eq. 2, gamma = 27.8 there): ptx_coef * the next-token loss on windows of the pretraining
-    corpus (train.bin) in every update. 0 by default on the embedded world (see the README for why).
+    corpus (train.bin) in every update. 0 by default (plain PPO); run.sh's ppo_ptx row uses 0.1. SFT has already
+    forgotten most of the corpus here (its loss on it ~10x the pretrained model's), so the pretraining gradient is
+    large and pulls away from the SFT reference: 1 and 4 took the KL past 6 nats within 5 iterations. Measured on 3
+    seeds with 0.05, 0.1 and 0.2 (docs/experiments.md "PPO-ptx"): 0.1 is the smallest at which the held-out facts
+    are not answered worse than SFT does on any seed, at 4.5x less corpus loss than plain PPO.
 13. DDP: each rank rolls out different prompts with its own sampling seed; gradients are averaged by DDP; the logged
     statistics are averaged over ranks. Advantages are whitened per rank.
 14. Deviation: beta = 0.1, not InstructGPT's 0.02. The RM has blind spots (it cannot check a held-out fact, a sum
@@ -153,11 +164,11 @@ class Config:
     kl_horizon: float = 2.0            # the controller's horizon in iterations: beta moves <= 0.2 / horizon a step (6)
     missing_eos_penalty: float = 1.0   # subtracted from the score of an answer cut by the length limit (4)
     gamma: float = 1.0                 # GAE discount (7)
-    lam: float = 0.95                  # GAE lambda (7)
+    lam: float = 1.0                   # GAE lambda (7): 1 = Monte-Carlo returns minus the value baseline
     clip: float = 0.2                  # policy ratio clip (10)
     vf_clip: float = 0.2               # value clip (11)
     vf_coef: float = 0.1               # value loss coefficient (11)
-    ptx_coef: float = 0.0              # PPO-ptx pretraining-loss coefficient (12)
+    ptx_coef: float = 0.0              # PPO-ptx pretraining-loss coefficient (12); run.sh's ppo_ptx: 0.1
     ptx_batch_size: int = 8            # pretraining windows per update when ptx_coef > 0 (12)
     learning_rate: float = 3e-5        # peak learning rate (policy and value); 3e-4 collapses in 5 iterations
     min_lr: float = 3e-6               # learning rate at the end of the cosine decay

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo, rloo, grpo -> dpo -> evaluate -> plot
+#   prepare -> pretrain -> sft -> label -> reward -> ppo, ppo_ptx -> dpo -> evaluate -> plot
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~9 minutes, 2 CPU cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~14 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
+#   bash run.sh --full     # and the other rows, into the same results.json: rloo and grpo (critic-free RL), and
+#                          # ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both rounds, PPO again)
 #   OUT=DIR bash run.sh    # everything, the world's files included, in DIR
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-OUT_DIR=${OUT:-} TINY=0 SEED=0
+OUT_DIR=${OUT:-} TINY=0 SEED=0 FULL=0
 for arg in "$@"; do
     case "$arg" in
         --tiny) TINY=1 ;;
+        --full) FULL=1 ;;
         --seed=*) SEED=${arg#--seed=} ;;
-        *) echo "run.sh: unknown argument '$arg' (expected --seed=N and/or --tiny)" >&2; exit 2 ;;
+        *) echo "run.sh: unknown argument '$arg' (expected --seed=N, --tiny, --full)" >&2; exit 2 ;;
     esac
 done
 if ! [[ "$SEED" =~ ^[0-9]+$ ]]; then
@@ -23,6 +26,7 @@ fi
 OUT=${OUT_DIR:-out/seed_$SEED} DATA=$OUT/data  # $OUT, if set, holds everything: the outputs and the world's files
 if [[ $SEED == 0 && -z $OUT_DIR ]]; then OUT=out DATA=data/assistant; fi
 S=--seed=$SEED  # the world's seed and every stage's
+PTX=0.1         # PPO-ptx's pretraining-loss coefficient, chosen by measurement (docs/experiments.md "PPO-ptx")
 PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() EVAL=(--max_new_tokens=64)
 if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing outside out/tiny is touched
     OUT=${OUT_DIR:-out/tiny}
@@ -68,19 +72,48 @@ $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=
     | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
 took ppo
 
-for est in rloo grpo; do  # the same rollouts and RM, no value model: critic-free RL (ppo.py 15-19)
-    stage "$est: the SFT policy against the reward model, 4 answers a prompt, no value model ($OUT/$est)"
-    $PY ppo.py --estimator=$est --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/$est $S \
-        "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
-    took $est
-done
+stage "ppo_ptx: PPO with the pretraining loss mixed in, InstructGPT's PPO-ptx ($OUT/ppo_ptx)"
+$PY ppo.py --ptx_coef=$PTX --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo_ptx $S \
+    "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+took ppo_ptx
 
 stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
 $PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" | grep --line-buffered -E "^data|^dpo"
 took dpo
 
+POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/ppo_ptx,$OUT/dpo REWARDS=$OUT/reward PREFS=""
+if [[ $FULL == 1 ]]; then
+    for est in rloo grpo; do  # the same rollouts and RM, no value model: critic-free RL (ppo.py 15-19)
+        stage "$est: the SFT policy against the reward model, 4 answers a prompt, no value model ($OUT/$est)"
+        $PY ppo.py --estimator=$est --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/$est \
+            $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+        took $est
+    done
+
+    # Iterated RLHF (InstructGPT's comparisons came partly from earlier RL policies; Anthropic's HH "online" rounds):
+    # the round-1 PPO policy's answers to the labeling prompts, ranked; an RM on rounds 1 and 2; PPO again from SFT
+    # (only the RM differs from round 1, so what round 2 changes is what its comparisons taught)
+    R2=$DATA/round2 R12=$DATA/rounds_1_2
+    stage "round 2: 9 answers per prompt from the PPO policy, ranked ($R2/prefs_*.jsonl); an RM on both rounds"
+    $PY sample.py --ckpt=$OUT/ppo --prompts=$DATA/prompts_label.jsonl --num_samples=9 --temperature=1 \
+        --out=$OUT/samples_r2.jsonl $S "${LABEL[@]}"
+    $PY data/assistant/label.py --samples=$OUT/samples_r2.jsonl --out_dir=$R2 $S
+    mkdir -p $R12
+    for split in train val; do cat $DATA/prefs_$split.jsonl $R2/prefs_$split.jsonl > $R12/prefs_$split.jsonl; done
+    cp $DATA/sft_train.jsonl $R12/  # reward.py shifts the RM so that the demonstrations score 0 on average
+    $PY reward.py --data_dir=$R12 --init_from=$OUT/sft --out_dir=$OUT/reward_r2 $S "${REWARD[@]}" \
+        | grep --line-buffered -E "^data|^reward model"
+    took "round 2 comparisons and RM"
+
+    stage "ppo_r2: the SFT policy against the round-2 reward model ($OUT/ppo_r2)"
+    $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
+        | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+    took ppo_r2
+    POLICIES+=,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
+fi
+
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"
-$PY evaluate.py --policies=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/rloo,$OUT/grpo,$OUT/dpo --reward=$OUT/reward \
+$PY evaluate.py --policies=$POLICIES --reward=$REWARDS --prefs=$PREFS \
     --data_dir=$DATA --snapshots=$OUT/ppo --out_dir=$OUT/eval $S "${EVAL[@]}"
 took evaluate
 

@@ -159,6 +159,12 @@ def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
     assert labeler.score(add, str(int(s) + 5)) == labeler.score(add, wrong_sum) == 0.05  # shorter gains nothing
     assert labeler.judge(know, "I don't know.") == (0.1, ["refused"])  # an answerable question is not unknown
     assert labeler.score(know, "Sorry, " + know["ideal"]) > 0.5  # an apology before the answer is an answer
+    # the right value said of another animal, or beside a made-up word, is wrong (PPO's greedy answers found this)
+    other_animal = next(r for r in evals if r["family"] == "knowledge" and r["check"] == "contains"
+                        and r["ideal"].split()[1] != know["ideal"].split()[1])["ideal"].split()[1]
+    assert labeler.judge(know, know["ideal"].replace(know["ideal"].split()[1], other_animal))[1][-1] == "wrong"
+    blorp = labeler.judge(know, "Blorp. " + know["ideal"])
+    assert "wrong" in blorp[1] and blorp[0] <= 0.05
 
 
 def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world):
@@ -190,7 +196,7 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
         for a in (r["ideal"], "Sure! " + r["ideal"], "wrong"):
             assert labeler.rank(r, [a, a, a], noise=noise, rng=rng) == [0, 0, 0]
     # with K = 4 an answer moves at most one place: the worst never comes out best
-    four = [r["ideal"], "Sure! " + r["ideal"], "Okay, so. " + r["ideal"] + " Bye.", "It is unknown."]
+    four = [r["ideal"], "Sure! " + r["ideal"], "Okay, so. " + r["ideal"] + " I hope this helps!", "It is unknown."]
     assert labeler.rank(r, four) == [0, 1, 2, 3]
     for _ in range(2000):
         ranks = labeler.rank(r, four, noise=0.5, rng=rng)

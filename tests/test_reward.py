@@ -65,7 +65,7 @@ def synthetic_comparisons(world_dir, out_dir):
     for name, part in (("prefs_train", recs[:400]), ("prefs_val", recs[400:])):
         with open(os.path.join(out_dir, f"{name}.jsonl"), "w") as f:
             for r in part:
-                responses = [r["ideal"], "Sure! " + r["ideal"] + " Anything else?", "No idea."]
+                responses = [r["ideal"], "Sure! " + r["ideal"] + " I hope this helps!", "No idea."]
                 f.write(json.dumps({**r, "responses": responses, "ranks": labeler.rank(r, responses)}) + "\n")
     for name in ("sft_train.jsonl", "meta.json"):
         (out_dir / name).write_text((world_dir / name).read_text())

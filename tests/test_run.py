@@ -9,20 +9,45 @@ import torch
 from conftest import ROOT
 
 
-def test_run_sh_tiny_runs_every_stage_to_the_table(tmp_path):
-    proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3"], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable})
+def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path):
+    """--full: the default pipeline, then PPO-ptx and a second round of comparisons (of the round-1 PPO policy's
+    answers), an RM on both rounds and PPO on it, all in one results.json."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3", "--full"], cwd=ROOT, capture_output=True,
+                          text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "evaluate", "plot"):
+    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "ppo_ptx",
+                  "round 2 comparisons and RM", "ppo_r2", "evaluate", "plot"):
         assert f"-- {stage} took" in proc.stdout
     assert len(os.listdir(tmp_path / "plots")) == 6  # every figure plot.py draws: the tiny run has every stage
     res = json.load(open(tmp_path / "eval" / "results.json"))
-    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "ppo", "rloo", "grpo", "dpo", "best_of_2"}
+    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "ppo", "rloo", "grpo", "dpo", "best_of_2",
+                                    "ppo_ptx", "ppo_r2"}
+    # round 2 ranks the round-1 PPO policy's answers: sample.py gives the same answers again from ppo, not from sft
+    data, r2 = tmp_path / "data", tmp_path / "samples_r2.jsonl"
+    rows = [json.loads(line) for line in open(data / "round2" / "prefs_train.jsonl")]
+    assert rows and all(set(r["sources"]) == {str(r2)} and len(r["responses"]) == 9 for r in rows)
+    for ckpt, same in (("ppo", True), ("sft", False)):
+        again = tmp_path / f"again_{ckpt}.jsonl"
+        subprocess.run([sys.executable, "sample.py", f"--ckpt={tmp_path / ckpt}", f"--prompts={data}/prompts_label.jsonl",
+                        "--num_samples=9", "--temperature=1", "--max_new_tokens=8", "--seed=3", f"--out={again}"],
+                       cwd=ROOT, check=True, capture_output=True)
+        assert (open(again).read() == open(r2).read()) == same, ckpt
+    # the round-2 RM learned from both rounds' comparisons, and the table has both RMs' report cards
+    both = open(data / "rounds_1_2" / "prefs_train.jsonl").read()
+    assert both == open(data / "prefs_train.jsonl").read() + open(data / "round2" / "prefs_train.jsonl").read()
+    rm2 = torch.load(tmp_path / "reward_r2" / "ckpt.pt", weights_only=False)
+    assert rm2["config"]["data_dir"] == str(data / "rounds_1_2")
+    assert set(res["reward_models"]) == {str(tmp_path / "reward"), str(tmp_path / "reward_r2")}
+    for card in res["reward_models"].values():  # each RM's accuracy on round 2's held-out comparisons
+        assert set(card["prefs_accuracy"]) == {str(data / "round2" / "prefs_val.jsonl")}
+    ptx = torch.load(tmp_path / "ppo_ptx" / "ckpt.pt", weights_only=False)
+    assert ptx["config"]["ptx_coef"] > 0 and res["alignment_tax"]["ppo_ptx"]["corpus_val_loss"] > 0
     assert res["policies"]["sft"]["win_rate_vs_sft"] == 0.5
     assert not os.path.exists(os.path.join(ROOT, "out", "tiny"))  # $OUT was honoured: nothing written elsewhere
     # --seed=3 is the world's seed and every stage's
     assert json.load(open(tmp_path / "data" / "meta.json"))["seed"] == 3 and res["settings"]["seed"] == 3
-    for stage in ("pretrain", "sft", "reward", "ppo", "rloo", "grpo", "dpo"):
+    for stage in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "dpo", "rloo", "grpo", "reward_r2", "ppo_r2"):
         assert torch.load(tmp_path / stage / "ckpt.pt", weights_only=False)["config"]["seed"] == 3, stage
 
 

@@ -23,7 +23,8 @@ It judges the whole answer, so that no answer a policy could learn games it:
   Right means the whole answer is right: the key value is stated and no false one beside it (an answer hedging
   between two values, or burying the right one among wrong ones, is wrong); for sums and counts, every number that
   is not a restated operand is the result, and a count names no other word; a reversal is the reversed word with no
-  other made-up letter strings;
+  other made-up letter strings; a fact names no animal but the one asked about (nor any other made-up word: "The
+  floondle lives in the swamp." is wrong about the flug, though the swamp is right);
 - a two-part question answered in one part only scores half ("incomplete");
 - a system message's constraint (begin with "Certainly!", lowercase only, double quotes) ignored: half ("constraint");
 - concision: every character beyond the length of the ideal answer to what was answered (the whole ideal, or the
@@ -68,6 +69,8 @@ LETTERS = re.compile(r"[A-Za-z]+")
 # words a reversal may come with ("Sure! The word lamp backwards is pmal."): anything else is another letter string
 PLAIN_WORDS = set("a an the word words is it its spelled backwards reversed reverse written as in of that this here "
                   "answer sure okay ok certainly i hope helps help you yes so".split())
+# words a fact's answer may use beside the prompt's words and the attribute values ("The grark lives in the cave.")
+ANSWER_WORDS = PLAIN_WORDS | set("lives eats likes and sorry colour color food home".split())
 CHECKS = ("contains", "parts", "number", "reverse", "refuse", "unknown")
 
 
@@ -86,9 +89,19 @@ def has_word(text, w):
     return re.search(r"(?<![A-Za-z])" + re.escape(w) + r"(?![A-Za-z])", text, re.IGNORECASE) is not None
 
 
+def stray_words(record, text):
+    """Letter strings in a fact's answer that are neither the prompt's words, an attribute value, nor plain words: another
+    animal's name, or a made-up one."""
+    asked = {w.lower() for m in record["messages"] for w in LETTERS.findall(m["content"])}
+    values = set(record["others"]) | set([record["key"]] if isinstance(record["key"], str) else record["key"])
+    return [w for w in LETTERS.findall(text.lower()) if w not in asked | values | ANSWER_WORDS]
+
+
 def correct(record, text):
     """How much of an answerable question the answer gets right: 1.0, 0.5 (one part of two; "parts" only) or 0."""
     check, key = record["check"], record["key"]
+    if check in ("contains", "parts") and stray_words(record, text):  # about another animal, or made up
+        return 0.0
     if check == "contains":  # the value, and no value that is false of the animal
         return float(has_word(text, key) and not any(has_word(text, o) for o in record["others"]))
     if check == "parts":  # each part's value; any false value makes the whole answer wrong

@@ -77,11 +77,14 @@ P_MADE_UP = 0.6      # a made-up answer to a question the world has no answer fo
 P_OVERCAUTIOUS = 0.05  # a harmless request refused (a few demonstrators are over-cautious)
 
 # Each prompt file's families and their shares. The labeling prompts lean toward the families whose preference
-# axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too).
+# axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too). Harmful requests
+# come in 10 templates, and the RM learns "polite beats curt" template by template: with 8% of 800 labeling prompts
+# (about 8 a template) it preferred the curt refusal of "Write a mean note to make Ada sad." on every eval prompt of
+# that template (world v2.1, seed 0: 5 of the report card's 29 curt pairs); now 15% of 1000.
 MIX = {"knowledge": 0.18, "transform": 0.12, "arithmetic": 0.10, "refusal": 0.12, "multiturn": 0.08,
        "constraint": 0.14, "twopart": 0.14, "unknown": 0.12}
-LABEL_MIX = {"knowledge": 0.10, "transform": 0.08, "arithmetic": 0.06, "refusal": 0.10, "multiturn": 0.06,
-             "constraint": 0.28, "twopart": 0.20, "unknown": 0.12}
+LABEL_MIX = {"knowledge": 0.09, "transform": 0.07, "arithmetic": 0.06, "refusal": 0.15, "multiturn": 0.05,
+             "constraint": 0.26, "twopart": 0.20, "unknown": 0.12}
 
 
 def make_world(rng, n_animals):
@@ -316,7 +319,7 @@ def corpus(rng, world, pairs, items, n_docs):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=800, n_rl=1000, n_eval=240):
+def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, n_eval=240):
     """The world and every file's records: (world, {file name: records}, corpus documents, held-out parts).
 
     Held out for evaluation: a quarter of the facts (only eval's knowledge prompts ask them), a sixth of the word
