@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo, ppo_ptx -> dpo -> evaluate -> plot
+#   prepare -> pretrain -> sft -> label -> reward -> ppo -> dpo -> evaluate -> plot
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~14 minutes, 2 CPU cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~12 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
-#   bash run.sh --full     # and the other rows, into the same results.json: rloo and grpo (critic-free RL), and
-#                          # ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both rounds, PPO again)
+#   bash run.sh --full     # and the other rows, into the same results.json: ppo_ptx (PPO-ptx), rloo and grpo
+#                          # (critic-free RL), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
+#                          # rounds, PPO again): about twice the time
 #   OUT=DIR bash run.sh    # everything, the world's files included, in DIR
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -72,17 +73,17 @@ $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=
     | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
 took ppo
 
-stage "ppo_ptx: PPO with the pretraining loss mixed in, InstructGPT's PPO-ptx ($OUT/ppo_ptx)"
-$PY ppo.py --ptx_coef=$PTX --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo_ptx $S \
-    "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
-took ppo_ptx
-
 stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
 $PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" | grep --line-buffered -E "^data|^dpo"
 took dpo
 
-POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/ppo_ptx,$OUT/dpo REWARDS=$OUT/reward PREFS=""
+POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/dpo REWARDS=$OUT/reward PREFS=""
 if [[ $FULL == 1 ]]; then
+    stage "ppo_ptx: PPO with the pretraining loss mixed in, InstructGPT's PPO-ptx ($OUT/ppo_ptx)"
+    $PY ppo.py --ptx_coef=$PTX --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo_ptx \
+        $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+    took ppo_ptx
+
     for est in rloo grpo; do  # the same rollouts and RM, no value model: critic-free RL (ppo.py 15-19)
         stage "$est: the SFT policy against the reward model, 4 answers a prompt, no value model ($OUT/$est)"
         $PY ppo.py --estimator=$est --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/$est \
@@ -109,7 +110,7 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
+    POLICIES+=,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi
 
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"
