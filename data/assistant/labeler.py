@@ -89,12 +89,16 @@ def has_word(text, w):
     return re.search(r"(?<![A-Za-z])" + re.escape(w) + r"(?![A-Za-z])", text, re.IGNORECASE) is not None
 
 
+def prompt_words(record):
+    """Every letter string of the conversation, lowercased: what an answer may repeat."""
+    return {w.lower() for m in record["messages"] for w in LETTERS.findall(m["content"])}
+
+
 def stray_words(record, text):
-    """Letter strings in a fact's answer that are neither the prompt's words, an attribute value, nor plain words: another
-    animal's name, or a made-up one."""
-    asked = {w.lower() for m in record["messages"] for w in LETTERS.findall(m["content"])}
+    """Letter strings in a fact's answer that are neither the prompt's words, an attribute value, nor plain words:
+    another animal's name, or a made-up one."""
     values = set(record["others"]) | set([record["key"]] if isinstance(record["key"], str) else record["key"])
-    return [w for w in LETTERS.findall(text.lower()) if w not in asked | values | ANSWER_WORDS]
+    return [w for w in LETTERS.findall(text.lower()) if w not in prompt_words(record) | values | ANSWER_WORDS]
 
 
 def correct(record, text):
@@ -115,8 +119,7 @@ def correct(record, text):
         rest = [n for n in NUMBER.findall(text) if n not in operands]
         return float(bool(rest) and all(n == key for n in rest))
     if check == "reverse":  # the reversed word, and no other letter string but plain words and the prompt's word
-        asked = {w.lower() for m in record["messages"] for w in LETTERS.findall(m["content"])}
-        rest = [w.lower() for w in LETTERS.findall(text) if w.lower() not in PLAIN_WORDS | asked - {key}]
+        rest = [w.lower() for w in LETTERS.findall(text) if w.lower() not in PLAIN_WORDS | prompt_words(record) - {key}]
         return float(bool(rest) and all(w == key for w in rest))
     raise ValueError(f"unknown check {check!r}: expected one of {CHECKS}; re-run data/assistant/prepare.py")
 
