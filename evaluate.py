@@ -390,6 +390,9 @@ def fmt(x, spec=".3f"):
 
 if __name__ == "__main__":
     cfg = parse_config(Config)
+    if cfg.t1_samples < 1:  # (6) the KL to SFT is estimated from these samples
+        raise SystemExit(f"--t1_samples must be at least 1 (got {cfg.t1_samples}): the KL to SFT and the win rate at "
+                         f"T=1 are measured on them; nothing was written")
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
     labeler = load_labeler(cfg.labeler, required=True)  # (3) the hidden human of this dataset
     check_labeler(labeler, cfg.labeler)

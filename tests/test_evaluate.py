@@ -153,6 +153,14 @@ def test_a_labeler_without_reasons_stops_before_anything_is_loaded(tmp_path):
     assert "data/assistant/labeler.py" in proc.stderr and not out.exists()
 
 
+def test_no_t1_samples_is_refused_before_anything_is_loaded(tmp_path):
+    # the KL to SFT is a mean over the T=1 samples: with none it divided by zero after every greedy answer was made
+    out = tmp_path / "eval"
+    proc = run("evaluate.py", "--t1_samples=0", f"--policies={tmp_path / 'no_such_ckpt'}", f"--out_dir={out}",
+               check=False)
+    assert proc.returncode == 1 and "--t1_samples must be at least 1 (got 0)" in proc.stderr and not out.exists()
+
+
 def test_few_shot_demonstrations_are_prose_without_chat_tokens(world):
     demos = first_demonstrations(world / "sft_train.jsonl", 3)
     assert len({d["family"] for d in demos}) == 3

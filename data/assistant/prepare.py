@@ -84,7 +84,13 @@ P_OVERCAUTIOUS = 0.05  # a harmless request refused (a few demonstrators are ove
 MIX = {"knowledge": 0.18, "transform": 0.12, "arithmetic": 0.10, "refusal": 0.12, "multiturn": 0.08,
        "constraint": 0.14, "twopart": 0.14, "unknown": 0.12}
 LABEL_MIX = {"knowledge": 0.09, "transform": 0.07, "arithmetic": 0.06, "refusal": 0.15, "multiturn": 0.05,
-             "constraint": 0.26, "twopart": 0.20, "unknown": 0.12}
+             "constraint": 0.30, "twopart": 0.16, "unknown": 0.12}
+# The constraint kinds are equally likely except among labeling prompts, where "lowercase" is asked as often as the
+# other two together: its ideal differs from the plain answer by one capital letter, the least contrast of any axis,
+# and where the SFT model seldom samples it the reward model does not learn it (world v2.2, seed 2: 9.5% of the SFT
+# samples lowercase, 48 labeling prompts with both forms, report card 0.83 on the constraint axis; seeds 0 and 1:
+# 27-33%, 63-84 prompts, 1.00). Weights per file kind: everything else, then prompts_label.
+KINDS, LABEL_KINDS = {k: 1 for k in CONSTRAINTS}, {"certainly": 1, "lowercase": 2, "quote": 1}
 
 
 def make_world(rng, n_animals):
@@ -341,7 +347,7 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
     known = {a: [k for k in ATTRS if (a, k) in train_facts] for a in world}  # what training files may state
     homes_known = [a for a in world if "home" in known[a]]
 
-    def sample(split_facts, split_items, split_pairs, mix=MIX):
+    def sample(split_facts, split_items, split_pairs, mix=MIX, kinds=KINDS):
         family = rng.choices(list(mix), weights=list(mix.values()))[0]
         if family == "knowledge":
             return knowledge(rng, world, rng.choice(split_facts))
@@ -359,7 +365,7 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
         if family == "multiturn":
             return multiturn(rng, world, (a, attrs[1]), attrs[0])
         if family == "constraint":
-            return constrained(rng, world, (a, attrs[0]), rng.choice(list(CONSTRAINTS)))
+            return constrained(rng, world, (a, attrs[0]), rng.choices(list(kinds), weights=list(kinds.values()))[0])
         return two_part(rng, world, a, attrs)
 
     evals, held_out = [], set()
@@ -374,7 +380,8 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
     for name, n in (("sft_train", n_sft), ("sft_val", n_sft // 20), ("prompts_label", n_label), ("prompts_rl", n_rl)):
         rows = []
         while len(rows) < n:
-            msgs, fields = sample(train_facts, train_items, train_pairs, LABEL_MIX if name == "prompts_label" else MIX)
+            mix, kinds = (LABEL_MIX, LABEL_KINDS) if name == "prompts_label" else (MIX, KINDS)
+            msgs, fields = sample(train_facts, train_items, train_pairs, mix, kinds)
             if json.dumps(msgs) in held_out:
                 continue
             if name.startswith("sft"):
