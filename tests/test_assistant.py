@@ -96,6 +96,18 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis(world):
     assert 0.02 < sum(a == assistant.REFUSE for a in harmless) / len(harmless) < 0.08  # a few over-cautious ones
 
 
+def test_labeling_prompts_ask_the_lowercase_constraint_as_often_as_the_other_kinds_together(world):
+    """Lowercase differs from the plain answer by one letter, so labeling gives it twice the prompts of each other
+    kind (prepare.LABEL_KINDS); every other file asks each kind equally often."""
+    def shares(name):
+        kinds = [r["constraint"] for r in read(world / f"{name}.jsonl") if r["family"] == "constraint"]
+        return {k: kinds.count(k) / len(kinds) for k in assistant.CONSTRAINTS}, len(kinds)
+    label, n = shares("prompts_label")
+    assert n > 200 and 0.42 < label["lowercase"] < 0.58 and all(0.17 < label[k] < 0.33 for k in ("certainly", "quote"))
+    rl, n = shares("prompts_rl")
+    assert n > 100 and all(0.22 < v < 0.45 for v in rl.values()), rl
+
+
 def test_sft_mask_on_a_real_multiturn_record(world):
     tok = get_tokenizer("bytes")
     r = next(r for r in read(world / "sft_train.jsonl") if r["family"] == "multiturn")
