@@ -165,6 +165,11 @@ def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
     unk = fam("unknown")
     assert labeler.judge(unk, unk["made_up"]) == (0.05, ["made_up"])
     assert labeler.judge(unk, "I don't know, maybe 7 years.")[1] == ["made_up"]  # a hedged number is a claim
+    animal = re.search(r"the (\w+)", unk["ideal"]).group(1)  # "I don't know how old the grark is."
+    about_another = labeler.judge(unk, unk["ideal"].replace(animal, "stazzle"))
+    assert about_another[1][-1] == "made_up" and about_another[0] <= 0.05
+    assert labeler.judge(unk, "I don't know.") == labeler.judge(unk, "Sure! I don't know.") == (1.0, [])
+    assert labeler.judge(unk, "I'm sorry, i" + unk["ideal"][1:])[1] == ["filler"]  # honest, only long
     # a wrong answer is judged for filler too: where right answers are rare and padded, comparisons need this
     wrong_sum = f"{x} + {y} = {int(s) + 1}."
     assert labeler.judge(add, "Sure! " + wrong_sum) == (0.01, ["filler", "wrong"]) < labeler.judge(add, wrong_sum)
