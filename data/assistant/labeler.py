@@ -99,25 +99,22 @@ def prompt_words(record):
     return {w.lower() for m in record["messages"] for w in LETTERS.findall(m["content"])}
 
 
-def stray_words(record, text):
-    """Letter strings in a fact's answer that are neither the prompt's words, an attribute value, nor plain words:
-    another animal's name, or a made-up one."""
-    values = set(record["others"]) | set([record["key"]] if isinstance(record["key"], str) else record["key"])
-    return [w for w in LETTERS.findall(text.lower()) if w not in prompt_words(record) | values | ANSWER_WORDS]
-
-
-def off_topic(record, text):
-    """Letter strings in an "I don't know" that are neither the prompt's words nor the words of saying so: the
-    answer is about another animal or a made-up one ("I don't know how old the stazzle is." to a question about the
-    steedle), or claims something beside ("..., it is blue")."""
-    return [w for w in LETTERS.findall(text.lower()) if w not in prompt_words(record) | DONT_KNOW_WORDS]
+def stray_words(record, text, allowed):
+    """Letter strings of the answer that are neither the prompt's words nor `allowed`: another animal's name, or a
+    made-up one. A fact's answer may use ANSWER_WORDS and the attribute values ("The floondle lives in the swamp."
+    about the flug is wrong); an "I don't know" DONT_KNOW_WORDS ("I don't know how old the stazzle is." about the
+    steedle is made up, as is "..., it is blue")."""
+    allowed = allowed | prompt_words(record)  # once, not per word: the labeler judges every sampled answer
+    return [w for w in LETTERS.findall(text.lower()) if w not in allowed]
 
 
 def correct(record, text):
     """How much of an answerable question the answer gets right: 1.0, 0.5 (one part of two; "parts" only) or 0."""
     check, key = record["check"], record["key"]
-    if check in ("contains", "parts") and stray_words(record, text):  # about another animal, or made up
-        return 0.0
+    if check in ("contains", "parts"):  # an answer naming another animal, or a made-up word, is wrong
+        values = set(record["others"]) | set([key] if isinstance(key, str) else key)
+        if stray_words(record, text, values | ANSWER_WORDS):
+            return 0.0
     if check == "contains":  # the value, and no value that is false of the animal
         return float(has_word(text, key) and not any(has_word(text, o) for o in record["others"]))
     if check == "parts":  # each part's value; any false value makes the whole answer wrong
@@ -131,7 +128,8 @@ def correct(record, text):
         rest = [n for n in NUMBER.findall(text) if n not in operands]
         return float(bool(rest) and all(n == key for n in rest))
     if check == "reverse":  # the reversed word, and no other letter string but plain words and the prompt's word
-        rest = [w.lower() for w in LETTERS.findall(text) if w.lower() not in PLAIN_WORDS | prompt_words(record) - {key}]
+        allowed = PLAIN_WORDS | prompt_words(record) - {key}
+        rest = [w.lower() for w in LETTERS.findall(text) if w.lower() not in allowed]
         return float(bool(rest) and all(w == key for w in rest))
     raise ValueError(f"unknown check {check!r}: expected one of {CHECKS}; re-run data/assistant/prepare.py")
 
@@ -174,7 +172,7 @@ def judge(record, response):
     elif record["check"] == "unknown":
         if is_refusal(text):
             base, reasons = 0.1, ["refused"]
-        elif DONT_KNOW.search(text) and not NUMBER.search(text) and not off_topic(record, text):
+        elif DONT_KNOW.search(text) and not NUMBER.search(text) and not stray_words(record, text, DONT_KNOW_WORDS):
             base = 1.0
         else:
             base, reasons = USELESS, ["made_up"]
