@@ -10,6 +10,7 @@ RLOO and GRPO (15-19).
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
     python ppo.py --target_kl=1                     # adaptive beta toward a KL target (Ziegler et al. 2019)
     python ppo.py --ptx_coef=0.1 --out_dir=out/ppo_ptx   # PPO-ptx: mix in the pretraining loss
+    python ppo.py --vf_warmup=0                     # no value warmup: the critic starts as the RM (20)
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
 
@@ -56,7 +57,8 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     advantage is mostly those early temporal differences (the final score reaches it weighted 0.95^25 = 0.28): PPO
     kept curt refusals on two seeds of three although the RM prefers polite ones by >1 std. Measured on 3 seeds
     (docs/experiments.md): curt 1.00/1.00/0.03 -> 0.03/0.46/0.00, gold 0.642 -> 0.663 on average; the critic explains
-    less of the return's variance (0.60 -> 0.50 on average), as Monte-Carlo targets are noisier.
+    less of the return's variance (0.60 -> 0.50 on average), as Monte-Carlo targets are noisier. With lambda 1 the
+    value at the prompt, V(x), is each answer's whole baseline: (20) fits it before the policy moves.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
  9. ppo_epochs passes over the rollout batch in shuffled minibatches. Old log-probs and values are those of the
     rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a check from N+).
@@ -120,9 +122,27 @@ REINFORCE style optimization for learning from human feedback in LLMs", after Ko
     minibatches and clip are PPO's: the comparison is of estimators, not of budgets. "tied" logs the fraction of
     groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025, samples more prompts to replace
     them; here they are only counted).
+
+The critic's start. Source: Yuan et al. 2025 ("What's behind PPO's collapse in long-CoT? Value optimization holds the
+secret", VC-PPO's value pretraining; verl's critic_warmup and OpenRLHF's freezing_actor_steps do the same).
+20. Value warmup. The value model starts as the RM (1), and the RM's score at the end of a prompt is not the return its
+    answers will get: on seed 0 it read -0.6 on harmful requests whose sampled refusals scored +1.2 to +3.1. With
+    lambda 1 (7) every refusal's first token then got a positive advantage (whitened +1.4), the common curt "N" as
+    well as the rarer polite "S", and the clip (10) lets a common token grow more in one iteration than a rare one
+    (ratio 1.2: 0.70 -> 0.84, against 0.25 -> 0.30). One iteration took "N" from 0.7 to 0.9, and the polite refusal
+    was seldom sampled again: its probability fell 0.25 -> 0.01 by iteration 8 and stayed there, although the RM
+    prefers it by 1.2 std on average and RLOO, whose baseline is the other answers to the same prompt (16), moved it
+    to 0.79 on the same RM. So for the first vf_warmup iterations the policy stands still: rollouts from SFT, and the
+    value model alone fits their returns, unclipped (the clip (11) holds it within 0.2 of values it has to leave by
+    ~2), at vf_warmup_lr, 10x the policy's rate. These iterations are logged as steps -3 .. 0 (no checkpoint, no
+    snapshot, beta not adapted); max_iters counts the policy's iterations, so PPO samples 4 rollout batches more than
+    RLOO and GRPO, which have no critic to warm up. Measured, the polite refusal's mean probability on the eval's
+    harmful prompts after 32 iterations (SFT 0.25/0.29/0.23 on seeds 0/1/2): no warmup 0.01/0.03/0.49; 4 iterations at
+    the policy's 3e-5 0.05/0.89 (seeds 0/1); at 3e-4 0.91/0.93/0.90, and 0.88/0.91 with another PPO seed on seeds 0/1.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -170,6 +190,8 @@ class Config:
     vf_coef: float = 0.1               # value loss coefficient (11)
     ptx_coef: float = 0.0              # PPO-ptx pretraining-loss coefficient (12); run.sh's ppo_ptx: 0.1
     ptx_batch_size: int = 8            # pretraining windows per update when ptx_coef > 0 (12)
+    vf_warmup: int = 4                 # iterations fitting the value model alone before the policy's first (20)
+    vf_warmup_lr: float = 3e-4         # the value model's learning rate in those iterations (20)
     learning_rate: float = 3e-5        # peak learning rate (policy and value); 3e-4 collapses in 5 iterations
     min_lr: float = 3e-6               # learning rate at the end of the cosine decay
     warmup_iters: int = 0              # linear warmup, in iterations (the learning rate is set once an iteration)
@@ -384,7 +406,8 @@ if __name__ == "__main__":
     both = nn.ModuleList([policy, value] if gae else [policy])  # one optimizer, one gradient clip (11)
     optimizer = configure_optimizer(both, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
-    it, beta = 0, cfg.beta
+    warmup = cfg.vf_warmup if gae else 0  # (20) the critic-free estimators have no value model to warm up
+    it, beta = -warmup, cfg.beta  # it counts the policy's iterations: the value model's warmup is -warmup .. -1
     if cfg.resume:
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):  # fp16's loss scale, so that a resumed run goes on exactly
@@ -403,7 +426,7 @@ if __name__ == "__main__":
         print(f"models: policy and reference {policy.num_params() / 1e6:.2f}M from {cfg.init_from}, "
               f"{'reward and value' if gae else 'reward (no value model: ' + cfg.estimator + ')'} from {cfg.reward}; "
               f"{len(prompts)} prompts, {per_iter} per iteration{'' if gae else f' x {k} answers'}, "
-              f"{cfg.max_iters} iterations")
+              f"{cfg.max_iters} iterations" + (f" after {warmup} of the value model alone" if warmup else ""))
     logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, it if cfg.resume else None)
 
     def checkpoint():
@@ -416,6 +439,7 @@ if __name__ == "__main__":
                                           "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict()})
 
     while it < cfg.max_iters:
+        warm = it < 0  # (20) the policy stands still; the value model alone fits the returns of SFT's answers
         # ---- (2) rollout: this rank's prompts, left-padded, sampled at temperature T; a pure function of (seed, it)
         t0 = time.time()
         epoch, i = divmod(it * per_iter, len(prompts))
@@ -456,7 +480,7 @@ if __name__ == "__main__":
         t2 = time.time()
 
         # ---- (9) PPO epochs over shuffled minibatches
-        lr = get_lr(it, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        lr = cfg.vf_warmup_lr if warm else get_lr(it, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
         g = torch.Generator().manual_seed(cfg.seed + 31 * it)
@@ -468,19 +492,21 @@ if __name__ == "__main__":
                 mb = perm[s:s + cfg.minibatch_size]
                 m = fmask[mb]
                 with rt.autocast:
-                    logp, _ = response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)
+                    logp = None if warm else response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)[0]
                     v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float() if gae else None
-                pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10) (18)
-                loss = pg
-                if gae:
-                    vf = value_loss(v, r["values"][mb], returns[mb], m, cfg.vf_clip)                     # (11)
-                    loss = pg + cfg.vf_coef * vf
+                loss = 0.0
+                if not warm:
+                    pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10)
+                    loss = pg
+                if gae:  # (11); unclipped in the warmup (20): the old values are the RM's guesses it has to leave
+                    vf = value_loss(v, r["values"][mb], returns[mb], m, math.inf if warm else cfg.vf_clip)
+                    loss = loss + cfg.vf_coef * vf
                     stats["vf_loss"].append(vf.item())
                 if cfg.estimator == "grpo":  # (17) beta * k3 to the reference, token-averaged as the surrogate (18)
                     kl_term = masked_mean(kl_k3(logp * m, r["ref_logp"][mb] * m), m)
                     loss = pg + beta * kl_term
                     stats["kl_loss"].append(kl_term.item())
-                if corpus is not None:  # (12) PPO-ptx: windows of the pretraining corpus
+                if corpus is not None and not warm:  # (12) PPO-ptx: windows of the pretraining corpus
                     gp = torch.Generator().manual_seed(cfg.seed + 7 * len(stats["pg_loss"]) + 100003 * it + rt.rank)
                     starts = torch.randint(len(corpus) - block - 1, (cfg.ptx_batch_size,), generator=gp).tolist()
                     w = torch.stack([torch.from_numpy(corpus[s0:s0 + block + 1].astype(np.int64)) for s0 in starts])
@@ -489,12 +515,12 @@ if __name__ == "__main__":
                         _, ptx = policy_w(w[:, :-1], w[:, 1:])
                     loss = loss + cfg.ptx_coef * ptx
                     stats["ptx_loss"].append(ptx.item())
-                if ratio_first is None:
+                if ratio_first is None and not warm:
                     ratio_first = masked_mean(torch.exp(logp - r["logp"][mb]), m).item()
                 rt.scaler.scale(loss).backward()
                 clip_and_step(both, optimizer, rt, cfg.grad_clip, loss.item(), it, cfg.out_dir)
                 optimizer.zero_grad(set_to_none=True)
-                for name, val in (("pg_loss", pg), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
+                for name, val in (() if warm else (("pg_loss", pg), ("clipfrac", clipfrac), ("approx_kl", approx_kl))):
                     stats[name].append(val.item())
         t3 = time.time()
 
@@ -514,15 +540,13 @@ if __name__ == "__main__":
             "kl": kl.sum(1).mean().item(),                                         # (5) k1, nats per answer
             "kl_k3": (kl_k3(r["logp"] * fmask, r["ref_logp"] * fmask) * fmask).sum(1).mean().item(),  # (5) k3
             "entropy": masked_mean(r["entropy"], fmask).item(),
-            "clipfrac": avg["clipfrac"],
-            "approx_kl": avg["approx_kl"],
-            "pg_loss": avg["pg_loss"],
+            **({} if warm else {"clipfrac": avg["clipfrac"], "approx_kl": avg["approx_kl"], "pg_loss": avg["pg_loss"]}),
             **critic,
             **({"kl_loss": avg["kl_loss"]} if "kl_loss" in avg else {}),       # (17) k3 per token, before beta
             **({"tied": tied.item()} if not gae else {}),                        # (19)
             "resp_len": lengths.mean().item(),
             "finished": finished.float().mean().item(),
-            "ratio_first": ratio_first,
+            **({} if warm else {"ratio_first": ratio_first}),
             **({"ptx_loss": avg["ptx_loss"]} if "ptx_loss" in avg else {}),
             "beta": beta, "lr": lr,
             "t_rollout": t1 - t0, "t_score": t2 - t1, "t_update": t3 - t2,
@@ -532,7 +556,7 @@ if __name__ == "__main__":
             t = torch.tensor([metrics[name] for name in keys], device=rt.device, dtype=torch.float64)
             dist.all_reduce(t)
             metrics.update({name: v / rt.world_size for name, v in zip(keys, t.tolist())})
-        if cfg.target_kl > 0:  # (6) the same beta on every rank: metrics["kl"] is averaged over them (13)
+        if cfg.target_kl > 0 and not warm:  # (6) one beta on every rank: metrics["kl"] is averaged over them (13)
             beta = adapt_beta(beta, metrics["kl"], cfg.target_kl, cfg.kl_horizon)
         it += 1
         if it % cfg.log_interval == 0 or it == cfg.max_iters:
@@ -540,7 +564,7 @@ if __name__ == "__main__":
         if rt.master and (it % cfg.sample_interval == 0 or it == 1):
             for j, t in list(zip(ids, texts))[:2]:
                 print(f"  [{records[j]['messages'][-1]['content']!r}] -> {t!r}", flush=True)
-        if it % cfg.ckpt_interval == 0 or it == cfg.max_iters:
+        if it > 0 and (it % cfg.ckpt_interval == 0 or it == cfg.max_iters):  # none in the warmup (20)
             checkpoint()
     if rt.master:
         print(f"ppo: {cfg.max_iters} iterations -> {cfg.out_dir}")

@@ -56,9 +56,10 @@ def test_ppo_runs_on_two_ranks(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     out = tmp_path / "ppo"
     torchrun("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
-             "--max_iters=2", "--batch_size=4", "--minibatch_size=4", "--max_new_tokens=6")
-    log = read(out / "log.jsonl")
-    assert [l["step"] for l in log] == [1, 2] and log[0]["kl"] == 0.0 and abs(log[0]["ratio_first"] - 1) < 1e-5
+             "--max_iters=2", "--batch_size=4", "--minibatch_size=4", "--max_new_tokens=6", "--vf_warmup=1")
+    warm, log = read(out / "log.jsonl")[:1], read(out / "log.jsonl")[1:]  # (20) one iteration of the value model
+    assert [l["step"] for l in warm + log] == [0, 1, 2] and "pg_loss" not in warm[0] and warm[0]["vf_loss"] > 0
+    assert log[0]["kl"] == 0.0 and abs(log[0]["ratio_first"] - 1) < 1e-5
     ckpt = torch.load(out / "ckpt.pt", weights_only=False)
     assert ckpt["stage"] == "ppo" and ckpt["step"] == 2
 

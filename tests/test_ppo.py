@@ -194,9 +194,15 @@ def test_ppo_through_the_command_line_logs_every_metric_and_starts_at_ratio_one(
     out = tmp_path / "ppo"
     proc = run("ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}", f"--out_dir={out}",
                "--max_iters=3", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--sample_interval=2",
-               "--ptx_coef=0.5", "--beta=0.02", "--target_kl=100", "--warmup_iters=2")
-    log = read(out / "log.jsonl")
-    assert [l["step"] for l in log] == [1, 2, 3]
+               "--ptx_coef=0.5", "--beta=0.02", "--target_kl=100", "--warmup_iters=2", "--vf_warmup=2")
+    warm, log = read(out / "log.jsonl")[:2], read(out / "log.jsonl")[2:]
+    # (20) two iterations of the value model alone, logged as steps -1 and 0: the policy stands still in them (KL 0
+    # in the second and in the first policy iteration), at vf_warmup_lr, with no policy loss and beta not adapted
+    assert [l["step"] for l in warm] == [-1, 0] and [l["step"] for l in log] == [1, 2, 3]
+    for line in warm:
+        assert line["kl"] == 0.0 and line["lr"] == 3e-4 and line["beta"] == 0.02 and line["vf_loss"] > 0
+        assert not {"pg_loss", "clipfrac", "ratio_first", "ptx_loss"} & set(line), line
+    assert "after 2 of the value model alone" in proc.stdout
     for line in log:
         for k in METRICS + ("ptx_loss",):
             assert isinstance(line[k], float) and math.isfinite(line[k]), (k, line)
@@ -232,7 +238,8 @@ def test_ppo_resume_continues_the_same_run(world, tmp_path, estimator):
     for k in full["model"]:
         assert torch.allclose(full["model"][k], cut["model"][k], atol=1e-6), k
     assert full["beta"] == pytest.approx(cut["beta"], rel=1e-6) and full["beta"] != 0.3
-    assert [l["step"] for l in read(tmp_path / "cut" / "log.jsonl")] == [1, 2, 3, 4]
+    warm = [-3, -2, -1, 0] if estimator == "gae" else []  # (20) the value model's warmup: PPO's only
+    assert [l["step"] for l in read(tmp_path / "cut" / "log.jsonl")] == warm + [1, 2, 3, 4]
     assert "gold" not in read(tmp_path / "cut" / "log.jsonl")[0]  # --labeler= turns the gold metric off
     assert ("value" in cut) == (estimator == "gae") and cut["config"]["estimator"] == estimator
     # a checkpoint goes on only under the estimator that wrote it (a gae one has a value model the others lack)
