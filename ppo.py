@@ -134,11 +134,14 @@ secret", VC-PPO's value pretraining; verl's critic_warmup and OpenRLHF's freezin
     prefers it by 1.2 std on average and RLOO, whose baseline is the other answers to the same prompt (16), moved it
     to 0.79 on the same RM. So for the first vf_warmup iterations the policy stands still: rollouts from SFT, and the
     value model alone fits their returns, unclipped (the clip (11) holds it within 0.2 of values it has to leave by
-    ~2), at vf_warmup_lr, 10x the policy's rate. These iterations are logged as steps -3 .. 0 (no checkpoint, no
-    snapshot, beta not adapted); max_iters counts the policy's iterations, so PPO samples 4 rollout batches more than
+    ~2), at vf_warmup_lr, 10x the policy's rate. These iterations are logged as steps -3 .. 0 by default (no checkpoint,
+    no snapshot, beta not adapted); max_iters counts the policy's iterations, so PPO samples 4 rollout batches more than
     RLOO and GRPO, which have no critic to warm up. Measured, the polite refusal's mean probability on the eval's
     harmful prompts after 32 iterations (SFT 0.25/0.29/0.23 on seeds 0/1/2): no warmup 0.01/0.03/0.49; 4 iterations at
-    the policy's 3e-5 0.05/0.89 (seeds 0/1); at 3e-4 0.91/0.93/0.90, and 0.88/0.91 with another PPO seed on seeds 0/1.
+    the policy's 3e-5 0.05/0.89 (seeds 0/1); at 3e-4 0.91/0.93/0.90, and 0.88/0.91 with another PPO seed on seeds 0/1
+    (world v2.3's reward models). In run.sh --full (world v2.4): 0.81/0.95/0.88, greedy curt refusals 0 on every
+    seed. Not a guarantee: with the same warmup ppo_r2 on seed 2 and PPO-ptx on seed 0 kept most curt refusals (greedy
+    1.00 and 0.82). docs/experiments.md "World v2.4: the probes".
 """
 
 import json
