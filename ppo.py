@@ -523,8 +523,9 @@ if __name__ == "__main__":
                 rt.scaler.scale(loss).backward()
                 clip_and_step(both, optimizer, rt, cfg.grad_clip, loss.item(), it, cfg.out_dir)
                 optimizer.zero_grad(set_to_none=True)
-                for name, val in (() if warm else (("pg_loss", pg), ("clipfrac", clipfrac), ("approx_kl", approx_kl))):
-                    stats[name].append(val.item())
+                if not warm:  # after the PPO-ptx windows, whose seed counts the minibatches so far (12)
+                    for name, val in (("pg_loss", pg), ("clipfrac", clipfrac), ("approx_kl", approx_kl)):
+                        stats[name].append(val.item())
         t3 = time.time()
 
         # ---- statistics of this iteration, averaged over ranks (13)
