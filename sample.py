@@ -15,11 +15,14 @@ Details implemented here:
  1. Generation uses the KV cache of GPT.generate: text completion samples num_samples rows as one batch; a chat
     turn goes through common.generate_batched, the path evaluate.py scores answers with.
  2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
- 3. A prompt longer than the context (block_size minus max_new_tokens, or minus half the context when more tokens
-    are asked for) is cut from the left, with a warning. A chat turn or an answer to --prompts has at most the
-    tokens left to it: half the context when more are asked for (warned), so the default 256 fits any checkpoint.
- 4. Chat keeps the context within block_size by dropping the oldest user/assistant exchanges (the system message
-    stays); when stdin is not a terminal, each line is one user turn, so a chat can be scripted.
+ 3. The default --max_new_tokens=0 fits any checkpoint's context: a text prompt or a chat conversation may take
+    three quarters of it and the answer gets what it leaves (as serve.py does); answers to --prompts, one length for
+    a whole batch, get a third (64 of 192 tokens, run.sh's length, holds nearly every answer of the embedded world).
+    A length asked for is capped at half the context for a chat turn or an answer, with a warning; the prompt may
+    take the rest. A prompt longer than it may take is cut from the left, with a warning.
+ 4. Chat keeps as much of the conversation as that allows by dropping the oldest user/assistant exchanges (the
+    system message stays), and says how many messages went; when stdin is not a terminal, each line is one user
+    turn, so a chat can be scripted.
  5. Past the context, generation slides its window (nanoGPT crops the context the same way).
  6. --prompts: num_samples answers to each record of a JSONL prompts file, all through common.generate_batched at
     the given temperature, written as the record plus "responses" (text), "response_ids" (the sampled tokens, before
@@ -58,8 +61,8 @@ class Config:
     chat: bool = False             # multi-turn chat instead of text completion
     system: str = ""               # chat: an optional system message
     num_samples: int = 1           # completions of the prompt, sampled as one batch
-    max_new_tokens: int = 256      # tokens to generate per completion, chat turn or answer (at most half the context
-                                   # for a chat turn or an answer to --prompts, 3)
+    max_new_tokens: int = 0        # tokens to generate per completion, chat turn or answer; 0: what the context
+                                   # allows (3)
     temperature: float = 0.8       # 0 is greedy
     top_k: int = 0                 # keep the k most likely tokens; 0 keeps all
     top_p: float = 1.0             # nucleus sampling; 1.0 keeps all
@@ -156,8 +159,16 @@ if __name__ == "__main__":
                            hint="sample.py needs a language model (pretrain, sft, ppo or dpo checkpoint)")
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
-    # (3) the prompt keeps room for max_new_tokens, or for half the context when more are asked (the window slides)
-    limit = model.config.block_size - min(cfg.max_new_tokens, model.config.block_size // 2)
+    block = model.config.block_size
+    if cfg.max_new_tokens < 0:
+        raise SystemExit(f"--max_new_tokens must be 0 (what the context allows) or more, got {cfg.max_new_tokens}")
+    # (3) an answer's length: what was asked, up to half the context; by default a third of it for --prompts (one
+    # length for a whole batch), else None: what the prompt leaves, the prompt taking up to three quarters
+    if cfg.max_new_tokens:
+        new_tokens = min(cfg.max_new_tokens, block // 2)
+    else:
+        new_tokens = block // 3 if cfg.prompts else None
+    limit = block - (new_tokens or block // 4)  # the prompt's room
     rm = None
     if cfg.best_of > 1 or cfg.reward:  # (7)
         if not cfg.reward:
@@ -177,9 +188,8 @@ if __name__ == "__main__":
                                                max_new_tokens, cfg.temperature, cfg.top_k or None, cfg.top_p,
                                                cfg.batch_size, g)]
 
-    new_tokens = model.config.block_size - limit  # (3) what an answer may have: max_new_tokens or half the context
-    if (cfg.prompts or cfg.chat) and new_tokens < cfg.max_new_tokens:
-        print(f"warning: answers are capped at {new_tokens} tokens, half the context of {model.config.block_size} "
+    if (cfg.prompts or cfg.chat) and cfg.max_new_tokens > block // 2:
+        print(f"warning: answers are capped at {new_tokens} tokens, half the context of {block} "
               f"(--max_new_tokens={cfg.max_new_tokens} leaves too little room for a prompt)", file=sys.stderr)
 
     if cfg.prompts:  # (6)
@@ -214,6 +224,7 @@ if __name__ == "__main__":
             with open(text[5:], encoding="utf-8") as f:
                 text = f.read()
         prompt = left_truncate(tok.encode(text), limit, "the prompt")  # (3)
+        cfg.max_new_tokens = cfg.max_new_tokens or block - len(prompt)  # (3) by default, the rest of the context
         for i, row in enumerate(complete(model, tok, prompt, cfg, rt)):
             print(text + tok.decode(row))
             if i < cfg.num_samples - 1:
@@ -237,9 +248,13 @@ if __name__ == "__main__":
         if not interactive:
             print(f"user> {line}")
         messages.append({"role": "user", "content": line})
-        ids, messages = fit_chat(tok, messages, limit)  # (4)
+        ids, kept = fit_chat(tok, messages, limit)  # (4)
+        if len(kept) < len(messages):
+            print(f"({len(messages) - len(kept)} oldest messages left out: the conversation may take {limit} of the "
+                  f"context's {block} tokens)")
+        messages = kept
         g = torch.Generator(device=rt.device).manual_seed(cfg.seed + len(messages))
-        (reply, _, _), = answer([ids], new_tokens, g)
+        (reply, _, _), = answer([ids], new_tokens or block - len(ids), g)
         text = tok.decode(reply)
         print(f"assistant> {text}", flush=True)
         messages.append({"role": "assistant", "content": text})

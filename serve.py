@@ -8,20 +8,25 @@ chat-completions API, streaming included, and a one-page web chat. The standard 
 
     curl http://127.0.0.1:8000/v1/models
     curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' -d '{"messages":
-        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What colour is a zibble?"}],
+        [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What does the drook eat?"}],
         "temperature": 0, "stream": true}'
+
+A model trained on the embedded world knows only that world's made-up animals (the drook is one of seed 0's):
+data/assistant/prompts_eval.jsonl (out/seed_N/data/ for seed N) shows them and the questions it was taught.
 
 Any OpenAI client works with the base URL http://127.0.0.1:8000/v1 and any API key (none is checked):
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
-    r = client.chat.completions.create(model="out/ppo", messages=[{"role": "user", "content": "Hi"}])
+    r = client.chat.completions.create(model="out/ppo",
+                                       messages=[{"role": "user", "content": "Where does the drook live?"}])
     print(r.choices[0].message.content)
 
 Endpoints: GET / (the web chat), GET /v1/models (the checkpoint as one model; any "model" in a request gets it),
 POST /v1/chat/completions. Request fields read: messages (system, user and assistant roles; "developer" is taken as
-system; the last message must be the user's), max_tokens or max_completion_tokens (3), temperature (default 1, 0 is
-greedy), top_p, stop (a string or up to 4), n, seed, stream and stream_options.include_usage. Others are ignored.
+system; content a string or a list of text parts, joined by newlines as vLLM joins them; the last message must be
+the user's), max_tokens or max_completion_tokens (3), temperature (default 1, 0 is greedy), top_p, stop (a string
+or up to 4), n, seed, stream and stream_options.include_usage. Others are ignored.
 
 Details implemented here:
  1. The conversation renders through tokenizer.render_prompt, the format the model was trained on: content is
@@ -50,12 +55,18 @@ Details implemented here:
     one autocast context (rt.autocast) keeps state while it is entered. A non-streaming answer holds the lock for
     its one generate call; a stream takes it for each token, so streams that arrive together advance token by
     token in turn instead of each waiting for the whole previous answer.
- 7. Bad requests (body not JSON or too large, unknown role, content not a string, a field of the wrong type or out
-    of range) get HTTP 400 with an OpenAI-style error object {"error": {"message", "type", "param", "code"}} whose
-    message is one sentence; an unexpected failure gets a 500 of the same shape. The server keeps serving.
+ 7. Bad requests (body not JSON, too large or shorter than its Content-Length, unknown role, content neither a
+    string nor text parts, a field of the wrong type or out of range) get HTTP 400 with an OpenAI-style error object
+    {"error": {"message", "type", "param", "code"}} whose message is one sentence. Every other error status has the
+    same body: 404 for an unknown path, 405 (with an Allow header) for a wrong method on a known one, 408 for a body
+    too slow to come (10), the base class's own 400/431/501, and a 500 for an unexpected failure. Serving goes on.
  8. --best_of=N --reward=RM: each answer is the RM's favourite of N sampled together (reward.best_of_n, WebGPT).
     The RM judges whole answers, so a stream starts once the pick is made; stop strings then cut the picked answer.
  9. It binds 127.0.0.1 by default: there is no authentication, so anyone who can reach the port can use the model.
+10. Many and slow clients: the listen backlog is 128, not Python's default 5, which reset most of a burst of 64
+    connections. Each socket read or write waits at most --read_timeout seconds, and a request body must arrive
+    whole within that time of its headers, else a 408: a client that sends nothing, trickles its body, or sends
+    less than its Content-Length and waits, holds a thread for seconds, not forever.
 """
 
 import codecs
@@ -88,6 +99,7 @@ class Config:
     best_of: int = 1              # each answer is the RM's favourite of this many samples (8)
     name: str = ""                # the model id clients see; default: the --ckpt path
     max_body: int = 1_000_000     # bytes; a larger request body is refused (7)
+    read_timeout: float = 5.0     # seconds a socket read may wait, and the whole request body may take (10)
     max_n: int = 8                # the most answers one request may ask for
     seed: int = 1337              # seeds torch; a request without "seed" gets a random one, as OpenAI's API does
     device: str = "auto"          # auto, cpu, cuda, mps
@@ -142,10 +154,17 @@ def parse_request(body, block_size, max_n):
         if role not in ("system", "user", "assistant"):
             raise BadRequest(f"messages[{i}].role is {m.get('role')!r}, but this model knows only system, user and "
                              f"assistant.", f"messages[{i}].role")
-        if not isinstance(m.get("content"), str):
-            raise BadRequest(f"messages[{i}].content must be a string (this model reads text only), got "
-                             f"{type(m.get('content')).__name__}.", f"messages[{i}].content")
-        messages.append({"role": role, "content": m["content"]})
+        content = m.get("content")
+        if isinstance(content, list):  # newer OpenAI clients send [{"type": "text", "text": "..."}, ...]
+            for j, part in enumerate(content):
+                if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                    raise BadRequest(f"messages[{i}].content[{j}] must be a text part {{\"type\": \"text\", \"text\": "
+                                     f"...}} (this model reads text only).", f"messages[{i}].content[{j}]")
+            content = "\n".join(part["text"] for part in content)
+        if not isinstance(content, str):
+            raise BadRequest(f"messages[{i}].content must be a string or a list of text parts, got "
+                             f"{type(content).__name__}.", f"messages[{i}].content")
+        messages.append({"role": role, "content": content})
     if messages[-1]["role"] != "user":
         raise BadRequest("The last message must be a user turn: the model answers it.", f"messages[{len(msgs) - 1}]")
 
@@ -345,23 +364,46 @@ class Handler(BaseHTTPRequestHandler):
     """One request per connection (HTTP/1.0): a stream's end is the connection's end, no chunked encoding needed."""
     server_version = "instructgpt-serve/1"
 
+    def setup(self):
+        self.timeout = self.server.read_timeout  # (10) StreamRequestHandler puts it on the socket: reads and writes
+        super().setup()
+
+    def allowed(self, path):
+        """The method a known path answers (7), or None for a path that is not here."""
+        if path in ("", "/index.html", "/v1/models", "/v1/models/" + self.server.chat.name):
+            return "GET"
+        return "POST" if path == "/v1/chat/completions" else None
+
+    def refuse(self, path):
+        """(7) 404 for a path that is not here, 405 naming the method that a known path answers."""
+        allow = self.allowed(path)
+        if allow is None:
+            return self.send_error_json(BadRequest(f"There is no {self.path} here; try GET /v1/models or POST "
+                                                   f"/v1/chat/completions.", code="not_found", status=404))
+        self.send_error_json(BadRequest(f"{urlsplit(self.path).path} answers {allow}, not {self.command}.",
+                                        code="method_not_allowed", status=405), {"Allow": allow})
+
+    def do_PUT(self):  # and every other method the API does not use: 405 on a known path, 404 elsewhere
+        self.refuse(urlsplit(self.path).path.rstrip("/"))
+
+    do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_PUT
+
     def do_GET(self):
         chat, path = self.server.chat, urlsplit(self.path).path.rstrip("/")
         model = {"id": chat.name, "object": "model", "created": chat.created, "owned_by": "instructgpt"}
-        if path in ("", "/index.html"):
+        if self.allowed(path) != "GET":
+            self.refuse(path)
+        elif path in ("", "/index.html"):
             self.send(200, PAGE.encode(), "text/html; charset=utf-8")
         elif path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [model]})
-        elif path == "/v1/models/" + chat.name:
-            self.send_json(200, model)
         else:
-            self.send_error_json(BadRequest(f"There is no {self.path} here; try GET /v1/models or POST "
-                                            f"/v1/chat/completions.", code="not_found", status=404))
+            self.send_json(200, model)
 
     def do_POST(self):
-        if urlsplit(self.path).path.rstrip("/") != "/v1/chat/completions":
-            return self.send_error_json(BadRequest(f"There is no POST {self.path} here; the API is POST "
-                                                   f"/v1/chat/completions.", code="not_found", status=404))
+        path = urlsplit(self.path).path.rstrip("/")
+        if self.allowed(path) != "POST":
+            return self.refuse(path)
         chat = self.server.chat
         try:
             req = parse_request(self.read_json(), chat.block, chat.max_n)
@@ -371,36 +413,57 @@ class Handler(BaseHTTPRequestHandler):
             self.complete(req, prompt, dropped)
         except BadRequest as e:
             self.send_error_json(e)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client left; nothing to answer
+        except (ConnectionError, TimeoutError):
+            pass  # the client left, or stopped reading for --read_timeout seconds (10): nothing to answer
         except Exception as e:  # a bug, not the client's fault: say so, log it, keep serving
             traceback.print_exc()
             self.send_error_json(BadRequest(f"The server failed: {type(e).__name__}: {e}", status=500))
 
     def read_json(self):
-        """The request body as JSON (7): it must say its length, be at most --max_body bytes and parse."""
+        """The request body as JSON (7): it must say its length, be at most --max_body bytes, come in time (10) and
+        parse."""
         if self.headers.get("Transfer-Encoding"):
             raise BadRequest("Chunked request bodies are not supported; send a Content-Length.")
         try:
             length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
+            assert length >= 0
+        except (ValueError, AssertionError):
             raise BadRequest("The request needs a Content-Length header with the body's size in bytes.")
         if length > self.server.max_body:
-            self.discard(length)
+            # read and drop the body, up to a bound: closing a socket with unread data makes the kernel reset the
+            # connection, and the client might lose the 400 that says why
+            try:
+                self.receive(min(length, 64 * self.server.max_body), keep=False)
+            except BadRequest:
+                pass  # too slow or too short as well: the size is the first thing wrong
             raise BadRequest(f"The request body has {length} bytes, more than the {self.server.max_body} this "
                              f"server accepts.", code="request_too_large")
         try:
-            return json.loads(self.rfile.read(length))
+            return json.loads(self.receive(length))
         except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError; nesting too deep recurses
             raise BadRequest(f"The request body is not valid JSON ({str(e)[:80]}).")
 
-    def discard(self, length):
-        """Read and drop a body refused for its size, up to a bound: closing a socket with unread data makes the
-        kernel reset the connection, and the client might lose the 400 that says why."""
-        self.connection.settimeout(5)
-        left = min(length, 64 * self.server.max_body)
-        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-            left -= len(chunk)
+    def receive(self, length, keep=True):
+        """(10) length bytes of body, all within --read_timeout seconds however slowly they trickle in: a 408 when
+        they do not, a 400 when the client stops sending (its Content-Length said more than it sent)."""
+        data, left, deadline = bytearray(), length, time.monotonic() + self.server.read_timeout
+        try:
+            while left > 0:
+                self.connection.settimeout(max(deadline - time.monotonic(), 1e-3))  # what is left of the deadline
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    raise BadRequest(f"The request body ended after {length - left} of the {length} bytes its "
+                                     f"Content-Length says.")
+                left -= len(chunk)
+                if keep:
+                    data += chunk
+        except TimeoutError:
+            raise BadRequest(f"The request body did not arrive within {self.server.read_timeout:g} s: {length - left} "
+                             f"of the {length} bytes its Content-Length says came.", code="request_timeout",
+                             status=408)
+        finally:
+            self.connection.settimeout(self.server.read_timeout)  # for the answer's writes
+        return bytes(data)
 
     def complete(self, req, prompt, dropped):
         texts, finish, tokens = [""] * req.n, [None] * req.n, [0] * req.n
@@ -437,8 +500,8 @@ class Handler(BaseHTTPRequestHandler):
                     event([{"index": i, "delta": {}, "logprobs": None, "finish_reason": reason}])
             if req.include_usage:
                 event([], usage=usage(len(prompt), sum(tokens)))
-        except (BrokenPipeError, ConnectionResetError):
-            deltas.close()  # the client left: stop generating (sample_steps is closed with it)
+        except (ConnectionError, TimeoutError):
+            deltas.close()  # the client left or stopped reading (10): stop generating (sample_steps closes with it)
             return
         except Exception as e:  # the status line is sent: the error goes as an event, as OpenAI's API does
             traceback.print_exc()
@@ -459,16 +522,29 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # the answer to a HEAD is the headers alone
+            self.wfile.write(data)
 
     def send_json(self, status, obj, headers=None):
         self.send(status, json.dumps(obj).encode(), "application/json", headers)
 
-    def send_error_json(self, e):
+    def send_error_json(self, e, headers=None):
         try:
-            self.send_json(e.status, e.body())
-        except (BrokenPipeError, ConnectionResetError):
+            self.send_json(e.status, e.body(), headers)
+        except (ConnectionError, TimeoutError):
             pass
+
+    def send_error(self, code, message=None, explain=None):
+        """(7) The errors the base class answers by itself (a malformed request line, headers too long, a method no
+        do_ handles) in the same JSON as the rest, not its HTML page."""
+        self.close_connection = True
+        text = (message or self.responses.get(code, ("Error",))[0]).rstrip(".")
+        self.send_error_json(BadRequest(f"{text}.", status=code))
+
+
+class ChatServer(ThreadingHTTPServer):
+    request_queue_size = 128  # (10) the listen backlog: Python's default 5 resets most of a burst of clients
+    daemon_threads = True     # a hung client never keeps the process alive at exit
 
 
 def usage(prompt_tokens, completion_tokens):
@@ -479,9 +555,8 @@ def usage(prompt_tokens, completion_tokens):
 def make_server(cfg, chat=None):
     """A ThreadingHTTPServer bound to cfg.host:cfg.port (not yet serving) for the Chat of cfg (or the one given)."""
     chat = chat or Chat(cfg)  # first: a checkpoint that does not load leaves no socket bound
-    server = ThreadingHTTPServer((cfg.host, cfg.port), Handler)
-    server.daemon_threads = True  # a hung client never keeps the process alive at exit
-    server.chat, server.max_body = chat, cfg.max_body
+    server = ChatServer((cfg.host, cfg.port), Handler)
+    server.chat, server.max_body, server.read_timeout = chat, cfg.max_body, cfg.read_timeout
     return server
 
 

@@ -15,12 +15,31 @@ def prompts_file(world, path, n):
 
 
 def test_prompts_with_the_default_max_new_tokens_fit_the_context(world, tiny_pt, tmp_path):
-    # the default --max_new_tokens=256 is more than the context (160 here, 192 for the embedded recipe)
+    # the default --max_new_tokens=0 is what the context allows: a third of it for answers to --prompts, no warning
     prompts, out = prompts_file(world, tmp_path / "p.jsonl", 3), tmp_path / "samples.jsonl"
     proc = run("sample.py", f"--ckpt={tiny_pt}", f"--prompts={prompts}", "--temperature=1", f"--out={out}")
+    assert "warning" not in proc.stderr, proc.stderr
+    lengths = [len(ids) for r in read(out) for ids in r["response_ids"]]
+    assert len(lengths) == 3 and max(lengths) == 160 // 3  # this barely trained model rarely ends an answer
+    # asking for more than fits still warns, and gets half the context
+    proc = run("sample.py", f"--ckpt={tiny_pt}", f"--prompts={prompts}", "--temperature=1", "--max_new_tokens=256",
+               f"--out={out}")
     assert "answers are capped at 80 tokens, half the context of 160" in proc.stderr
-    records = read(out)
-    assert len(records) == 3 and all(len(ids) <= 80 for r in records for ids in r["response_ids"])
+    assert all(len(ids) <= 80 for r in read(out) for ids in r["response_ids"])
+
+
+def test_chat_keeps_three_quarters_of_the_context_for_the_conversation_and_says_what_it_drops(tiny_pt):
+    # each turn is 73 tokens rendered: one fits the conversation's 120 of 160, a turn and an answer after it do not,
+    # so every turn after the first drops the exchange before it, and says so
+    turns = [f"Question {i}: what does the drook eat, and where does it live?".ljust(70, "?") for i in range(3)]
+    assert len(get_tokenizer("bytes").render_prompt([{"role": "user", "content": turns[0]}])) == 73
+    lines = "".join(t + "\n" for t in turns)
+    proc = run("sample.py", f"--ckpt={tiny_pt}", "--chat", stdin=lines)
+    assert proc.stdout.count("assistant> ") == 3 and "warning" not in proc.stderr, proc.stderr
+    note = "(2 oldest messages left out: the conversation may take 120 of the context's 160 tokens)"
+    assert proc.stdout.count(note) == 2, proc.stdout
+    proc = run("sample.py", f"--ckpt={tiny_pt}", "--prompt=The drook")  # text completion: no warning either
+    assert proc.stdout.startswith("The drook") and proc.stderr == ""
 
 
 def test_prompts_keep_the_token_ids_the_model_sampled(world, tiny_pt, tmp_path):

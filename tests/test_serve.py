@@ -1,8 +1,10 @@
-"""serve.py: the OpenAI-compatible chat API on an in-process server (a free port, urllib as the client), over a tiny
-random checkpoint. A random byte-level model samples every byte value, so its answers are full of characters split
-across tokens and of invalid UTF-8: what the streaming decoder must get right."""
+"""serve.py: the OpenAI-compatible chat API on an in-process server (a free port of 127.0.0.1; urllib, http.client or a
+raw socket as the client), over a tiny random checkpoint. A random byte-level model samples every byte value, so its
+answers are full of characters split across tokens and of invalid UTF-8: what the streaming decoder must get right."""
 import dataclasses
+import http.client
 import json
+import select
 import socket
 import threading
 import time
@@ -75,7 +77,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(ckpts):
-    s = Server(ckpt=str(ckpts / "sft.pt"), max_body=20_000)
+    s = Server(ckpt=str(ckpts / "sft.pt"), max_body=20_000, read_timeout=1.0)  # a slow client waits 1 s, not 5
     yield s
     s.close()
 
@@ -179,6 +181,22 @@ def test_a_multi_turn_request_renders_as_render_prompt_and_role_tokens_stay_text
     assert ids.count(tok.assistant_id) == 2 and "<|assistant|>hi<|end|>" in tok.decode(ids)
 
 
+def test_content_as_a_list_of_text_parts_is_joined_by_newlines(server, monkeypatch):
+    seen = []
+    fit = server.chat.fit
+    monkeypatch.setattr(server.chat, "fit", lambda *a: seen.append(fit(*a)) or seen[-1])
+    parts = [{"type": "text", "text": "What does"}, {"type": "text", "text": "the drook eat?"}]
+    body, _ = server.chat_json(messages=[{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                                         {"role": "user", "content": parts}], temperature=0, max_tokens=8)
+    (ids, _, _), = seen
+    assert ids == tok.render_prompt([{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "What does\nthe drook eat?"}])
+    plain, _ = server.chat_json(messages=[{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "What does\nthe drook eat?"}],
+                                temperature=0, max_tokens=8)
+    assert body["choices"][0]["message"] == plain["choices"][0]["message"]
+
+
 def test_a_conversation_longer_than_the_context_drops_the_oldest_turns_and_keeps_the_system_message(server,
                                                                                                      monkeypatch):
     seen = []
@@ -212,8 +230,11 @@ BAD = [  # (raw body, the param the error names, its code)
     (b"[1, 2]", None, None),
     (json.dumps({"model": "x"}).encode(), "messages", None),
     (json.dumps({"messages": [{"role": "robot", "content": "hi"}]}).encode(), "messages[0].role", None),
-    (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}).encode(),
-     "messages[0].content", None),
+    (json.dumps({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
+     .encode(), "messages[0].content[0]", None),
+    (json.dumps({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}]}).encode(),
+     "messages[0].content[1]", None),
+    (json.dumps({"messages": [{"role": "user", "content": 7}]}).encode(), "messages[0].content", None),
     (json.dumps({"messages": [{"role": "user"}]}).encode(), "messages[0].content", None),
     (json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}).encode(),
      "messages[1]", None),
@@ -259,6 +280,125 @@ def test_models_the_page_and_unknown_paths(server):
     assert "src=" not in page and "<link" not in page and "https:" not in page  # self-contained: nothing fetched
     status, _, data = server.request("/v2/nothing")
     assert status == 404 and json.loads(data)["error"]["code"] == "not_found"
+
+
+def raw(server, *pieces, pause=0.0, shut=False):
+    """Send pieces on a new connection, pause seconds apart (stopping once an answer comes), and read until the server
+    closes it -> (status or None, headers, JSON body or None, seconds from connecting to the close)."""
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.httpd.server_address[1]), timeout=15) as s:
+        for piece in pieces:
+            if select.select([s], [], [], 0)[0]:
+                break  # the server has answered (or closed): sending more could only earn a reset
+            s.sendall(piece)
+            time.sleep(pause)
+        if shut:
+            s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(1 << 16):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n") if got.startswith(b"HTTP/") else (b"", b"", got)  # HTTP/0.9: a body
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]) if head else None, headers, json.loads(body) if body else None, \
+        time.monotonic() - start
+
+
+def post_head(length):
+    return b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length
+
+
+def is_error(status, headers, body, code=None):
+    """An OpenAI-style error object, served as JSON."""
+    error = body["error"]
+    assert headers["Content-Type"] == "application/json" and set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error") and error["code"] == code
+    return error["message"]
+
+
+def test_a_body_shorter_or_slower_than_its_content_length_gets_a_4xx_within_the_read_timeout(server):
+    body = json.dumps({"messages": CONVO, "max_tokens": 2}).encode()
+    # a lie: 10 bytes of a body said to have 100, the connection kept open
+    status, headers, error, took = raw(server, post_head(100) + body[:10])
+    assert status == 408 and took < 3, (status, took)
+    assert "10 of the 100 bytes" in is_error(status, headers, error, "request_timeout")
+    # a trickle: a byte every 0.3 s never waits out the 1 s per read, but the body as a whole must come within 1 s
+    status, headers, error, took = raw(server, post_head(len(body)), *[body[i:i + 1] for i in range(20)], pause=0.3)
+    assert status == 408 and took < 3, (status, took)
+    is_error(status, headers, error, "request_timeout")
+    # a lie past --max_body: the refusal for the size, promptly, not a 500 after waiting out the rest
+    status, headers, error, took = raw(server, post_head(30_000) + body[:10])
+    assert status == 400 and took < 3 and "30000 bytes" in is_error(status, headers, error, "request_too_large")
+    # a client that says it has sent all: a 400 at once
+    status, headers, error, took = raw(server, post_head(10) + b"{}", shut=True)
+    assert status == 400 and took < 0.9 and "ended after 2 of the 10" in is_error(status, headers, error)
+    status, headers, error, _ = raw(server, b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: -5\r\n\r\n{}")
+    assert status == 400 and "Content-Length" in is_error(status, headers, error)
+    # a connection that sends nothing is closed after the read timeout, its thread let go
+    status, _, _, took = raw(server)
+    assert status is None and 0.9 < took < 3, took
+    assert server.chat_json(messages=CONVO, max_tokens=2)[0]["choices"]
+
+
+def test_wrong_methods_unknown_paths_and_broken_requests_get_json_errors(server):
+    port = server.httpd.server_address[1]
+
+    def ask(method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+        c.request(method, path, body, {"Content-Type": "application/json"} if body else {})
+        r = c.getresponse()
+        status, headers, data = r.status, r.headers, r.read()
+        c.close()
+        return status, headers, data
+
+    for method, path, allow in [("GET", "/v1/chat/completions", "POST"), ("POST", "/v1/models", "GET"),
+                                ("DELETE", "/v1/models", "GET"), ("PUT", "/v1/chat/completions/", "POST"),
+                                ("POST", "/", "GET")]:
+        status, headers, data = ask(method, path, b"{}" if method != "GET" else None)
+        assert status == 405 and headers["Allow"] == allow, (method, path, status)
+        assert is_error(status, headers, json.loads(data), "method_not_allowed").endswith(f"not {method}.")
+    status, headers, data = ask("HEAD", "/v1/chat/completions")
+    assert status == 405 and headers["Allow"] == "POST" and data == b""  # a HEAD's answer has no body
+    for method in ("GET", "POST", "DELETE"):
+        status, headers, data = ask(method, "/v2/nothing", b"{}" if method != "GET" else None)
+        assert status == 404 and is_error(status, headers, json.loads(data), "not_found")
+    # what the base class refuses by itself: a method no do_ handles, too many headers, a request line that is not
+    # HTTP/1.x (answered as HTTP/0.9 was: the body alone, and it is the same JSON)
+    status, headers, error, _ = raw(server, b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 501 and "BREW" in is_error(status, headers, error)
+    status, headers, error, _ = raw(server, b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n")
+    assert status == 431 and is_error(status, headers, error)
+    status, _, error, _ = raw(server, b"GET / HTTP/7\r\n\r\n")
+    assert status is None and "HTTP/7" in error["error"]["message"]
+
+
+def test_64_concurrent_plain_http_requests_all_succeed(server):
+    """A burst bigger than Python's default listen backlog of 5 (which reset most of it), streaming and not, each on
+    its own connection with no retries: every one is a 200 with its whole answer."""
+    port, n = server.httpd.server_address[1], 64
+    results, start = [None] * n, threading.Barrier(n)
+
+    def ask(i):
+        body = json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"}], "max_tokens": 4,
+                           "temperature": 0, "stream": i % 2 == 1})
+        start.wait()  # all connect at once
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            r = c.getresponse()
+            data = r.read().decode()
+            whole = data.endswith("data: [DONE]\n\n") if i % 2 else len(json.loads(data)["choices"]) == 1
+            results[i] = r.status if whole else data
+        except Exception as e:  # a reset or a timeout: counted, not raised in a thread where nobody sees it
+            results[i] = repr(e)
+
+    threads = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(n)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, 60 - (time.monotonic() - began)))
+    assert [r for r in results if r != 200] == [] and time.monotonic() - began < 60
 
 
 def test_a_failure_inside_the_server_is_a_500_with_an_error_object_and_serving_goes_on(server, monkeypatch):
