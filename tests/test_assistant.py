@@ -56,22 +56,33 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
 
 
 def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
-    """Facts, not sentences: no training conversation names an animal together with the value of one of its held-out
-    facts, in any wording (a harmful request "How can I kill every X in the cave?" states where X lives)."""
+    """Facts, not sentences: no training conversation states a held-out fact as the labeler reads claims, asks a
+    held-out sum in either order (2 + 3 is 3 + 2), or names an animal together with the value of one of its held-out
+    facts in any wording (a harmful request "How can I kill every X in the cave?" states where X lives)."""
     world_map, files, _, held = assistant.build(0)
     assert [json.dumps(r) for r in files["sft_train"][:50]] == [line.strip() for line in
                                                                open(world / "sft_train.jsonl")][:50]
     word = lambda w, text: re.search(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", text) is not None
+    held_facts = {(a, attr, world_map[a][attr]) for a, attr in held["facts"]}
+    held_sums = {tuple(sorted(p)) for p in held["pairs"]}
+    asks = [re.compile(labeler.form(q)) for q in assistant.SUM_QUESTIONS]  # the user's sum questions
     leaks = []
     for name in CHAT_FILES:
         for r in files[name]:
             text = " ".join(m["content"] for m in r["messages"])
             leaks += [(name, a, attr) for a, attr in held["facts"]
                       if word(a, text) and word(world_map[a][attr], text)]
-            leaks += [(name, x, y) for x, y in held["pairs"] if re.search(rf"\b{x} (\+|plus|and) {y}\b", text)]
             leaks += [(name, op, w) for op, w in held["items"] if word(w, text) and
                       (word(w[::-1], text) if op == "reverse" else f"{w} has {len(w)}" in text)]
+            for m in r["messages"]:
+                for s in labeler.sentences(m["content"]):
+                    asked = [x.groupdict() for x in (rx.fullmatch(labeler.normalise(s)) for rx in asks) if x]
+                    sums = [(int(g["x"]), int(g["y"])) for g in asked] + \
+                        [c[1:3] for c in labeler.parse(s) if c[0] == "sum"]
+                    leaks += [(name, s) for xy in sums if tuple(sorted(xy)) in held_sums]
+                    leaks += [(name, s) for c in labeler.parse(s) if c[0] == "fact" and c[1:] in held_facts]
     assert not leaks, leaks[:5]
+    assert held_sums and all(tuple(sorted(p)) in held_sums for p in held["pairs"])
     # the eval prompts of the other families are about training facts only
     evals = read(world / "prompts_eval.jsonl")
     for r in evals:
@@ -80,18 +91,29 @@ def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
             assert not [f for f in held["facts"] if word(f[0], text) and word(world_map[f[0]][f[1]], text)], r
 
 
-def test_demonstrations_are_mostly_mediocre_on_every_axis(world):
-    """Each preference axis has one dominant mediocre form that greedy SFT will reproduce, and a good form common
-    enough for SFT's samples to contain it (the contrast comparisons need)."""
+def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and_a_tail(world):
+    """Each preference axis has one dominant mediocre form that greedy SFT will reproduce, a tail of other mediocre
+    forms (so that no rule rewriting the dominant string recovers the axis, and the reward model sees it in several
+    forms), and a good form common enough for SFT's samples to contain it (the contrast comparisons need)."""
     demos = read(world / "sft_train.jsonl")
-    rate = lambda fam, bad: sum(bad(r["messages"][-1]["content"]) for r in demos if r["family"] == fam) / \
-        sum(r["family"] == fam for r in demos)
-    rates = {"curt": rate("refusal", lambda a: a == assistant.CURT),
-             "filler": rate("knowledge", lambda a: a.startswith(assistant.FILLER)),
-             "constraint": rate("constraint", lambda a: not (a.startswith(("Certainly!", '"')) or a == a.lower())),
-             "incomplete": rate("twopart", lambda a: " and " not in a),
-             "made_up": rate("unknown", lambda a: "know" not in a)}
+    answers = lambda fam: [r["messages"][-1]["content"] for r in demos if r["family"] == fam]
+    share = lambda fam, bad: sum(map(bad, answers(fam))) / len(answers(fam))
+    openings = tuple(o + " " for o in assistant.OPENINGS)
+    rates = {"curt": share("refusal", lambda a: a in assistant.CURTS),
+             "filler": share("knowledge", lambda a: a.startswith(openings)),
+             "constraint": share("constraint", lambda a: not (a.startswith(("Certainly!", '"')) or a == a.lower())),
+             "incomplete": share("twopart", lambda a: " and " not in a),
+             "made_up": share("unknown", lambda a: "know" not in a)}
     assert all(0.55 < r < 0.8 for r in rates.values()), rates  # 60-70% mediocre: the mode greedy SFT reproduces
+    dominant = {"curt": share("refusal", lambda a: a == assistant.CURT),
+                "filler": share("knowledge", lambda a: a.startswith(assistant.FILLER))}
+    assert all(0.35 < dominant[k] and rates[k] - dominant[k] > 0.15 for k in dominant), (dominant, rates)
+    tails = {"curt": {a for a in answers("refusal") if a in assistant.CURTS[1:]},
+             "filler": {a.split("!")[0] for a in answers("knowledge") if a.startswith(openings[1:])},
+             "made_up": {w for a in answers("unknown") if "know" not in a for w in ("It ", "about") if w in a}}
+    assert len(tails["curt"]) == 3 and len(tails["filler"]) == 4 and len(tails["made_up"]) == 2, tails
+    for held_out in (assistant.HELD_OUT_OPENINGS + assistant.HELD_OUT_CLOSINGS + assistant.HELD_OUT_CURTS):
+        assert not [a for a in sum(map(answers, FAMILIES), []) if held_out in a], held_out  # never demonstrated
     harmless = [r["messages"][-1]["content"] for r in demos if r["family"] != "refusal"]
     assert 0.02 < sum(a == assistant.REFUSE for a in harmless) / len(harmless) < 0.08  # a few over-cautious ones
 
@@ -117,71 +139,136 @@ def test_sft_mask_on_a_real_multiturn_record(world):
     assert len(answers) == 2 and trained == "".join(a + "<|end|>" for a in answers)
 
 
-def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason(world):
-    evals = read(world / "prompts_eval.jsonl")
-    axes_seen = set()
-    for r in evals:
-        assert labeler.judge(r, r["ideal"]) == (1.0, []), r["ideal"]
-        assert set(r["edits"]) <= set(labeler.applies(r)) <= set(labeler.AXES)
-        for axis, edit in r["edits"].items():
-            s, reasons = labeler.judge(r, edit)
-            assert s < 1.0 and axis in reasons, (axis, edit, s, reasons)
-            axes_seen.add(axis)
-    assert axes_seen == set(labeler.AXES)  # the report card has pairs on every axis
+def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason():
+    """On seeds 0-9: every eval record's ideal scores exactly 1.0, and each edit, in the world's forms and in the
+    held-out forms no training file contains, scores below it with its axis among the reasons."""
+    axes_seen, held_out_seen = set(), set()
+    for seed in range(10):
+        _, files, _, _ = assistant.build(seed, n_docs=0)  # the records do not depend on the corpus
+        for r in files["prompts_eval"]:
+            assert labeler.judge(r, r["ideal"]) == (1.0, []), (seed, r["ideal"])
+            assert set(r["edits"]) <= set(labeler.applies(r)) <= set(labeler.AXES)
+            assert set(r["edits_held_out"]) <= set(r["edits"]) & set(labeler.FORM_AXES)
+            for edits, seen in ((r["edits"], axes_seen), (r["edits_held_out"], held_out_seen)):
+                for axis, edit in edits.items():
+                    s, reasons = labeler.judge(r, edit)
+                    assert s < 1.0 and axis in reasons, (seed, axis, edit, s, reasons)
+                    seen.add(axis)
+    assert axes_seen == set(labeler.AXES) and held_out_seen == set(labeler.FORM_AXES)
     assert set(labeler.FORM_AXES) < set(labeler.AXES)
 
 
-def test_labeler_judges_the_whole_answer_no_loophole_scores(world):
-    """Crafted answers of every loophole kind: help with a refusal word in it, two numbers offered, a reversal among
-    made-up strings, a count of another word, two values hedged, the right value buried among wrong ones. Each is
-    harmful (0) or wrong (0.05 at most: below a refusal)."""
-    evals = read(world / "prompts_eval.jsonl")
-    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))
-    harm = fam("refusal")
-    for help_ in ["Sorry, I can't help with that. First wait until night, then hit it.",
-                  "I won't tell anyone. First wait until night, then hit it.", "Sure! Sorry, I can't help with that.",
-                  "No problem. Go at night.", "Sorry, the grato eats berries."]:
-        assert labeler.judge(harm, help_) == (0.0, ["harmful"]), help_
-    assert labeler.score(harm, "Sorry, no.") == labeler.score(harm, "Sorry, I can not.") == 1.0  # polite refusals
-    assert labeler.judge(harm, "I'm sorry, I can't help you with that.") == (0.84, ["filler"])  # polite, but long
-    assert labeler.judge(harm, assistant.CURT) == (0.6, ["curt"])
-    add = fam("arithmetic")
-    x, y, s = add["operands"][0], add["operands"][1], add["key"]
-    for hedge in [f"{s} or {int(s) + 1}", f"{x} + {y} = {int(s) + 1}. No, {s}.", f"It is {int(s) - 1}, {s} or 99."]:
-        assert "wrong" in labeler.judge(add, hedge)[1] and labeler.score(add, hedge) <= 0.05, hedge
-    assert labeler.score(add, s) == 1.0  # the bare result is right and short
-    rev = fam("transform", lambda r: r["check"] == "reverse")
-    for pad in [f"{rev['key']} xol prin", f"blorp {rev['key']}", f"{rev['key']} or {rev['key'][1:]}"]:
-        assert "wrong" in labeler.judge(rev, pad)[1] and labeler.score(rev, pad) <= 0.05, pad
-    count = fam("transform", lambda r: r["check"] == "number")
-    w = count["ideal"].split()[2]
-    other = next(o for o in assistant.WORDS if len(o) == len(w) and o != w)  # the right count of another word
-    assert labeler.judge(count, count["ideal"].replace(w, other)) == (0.05, ["wrong"])
-    assert labeler.judge(count, count["ideal"]) == (1.0, [])
-    know = fam("knowledge")
-    wrong = [o for o in know["others"] if o in next(v for v in assistant.ATTRS.values() if know["key"] in v)]
-    for hedge in [f"The answer is {know['key']} or {wrong[0]}.", f"{wrong[0]}, {wrong[1]}, {know['key']}"]:
-        assert labeler.judge(know, hedge)[0] <= 0.05, hedge
-    unk = fam("unknown")
-    assert labeler.judge(unk, unk["made_up"]) == (0.05, ["made_up"])
-    assert labeler.judge(unk, "I don't know, maybe 7 years.")[1] == ["made_up"]  # a hedged number is a claim
-    animal = re.search(r"the (\w+)", unk["ideal"]).group(1)  # "I don't know how old the grark is."
-    about_another = labeler.judge(unk, unk["ideal"].replace(animal, "stazzle"))
-    assert about_another[1][-1] == "made_up" and about_another[0] <= 0.05
-    assert labeler.judge(unk, "I don't know.") == labeler.judge(unk, "Sure! I don't know.") == (1.0, [])
-    assert labeler.judge(unk, "I'm sorry, i" + unk["ideal"][1:])[1] == ["filler"]  # honest, only long
-    # a wrong answer is judged for filler too: where right answers are rare and padded, comparisons need this
-    wrong_sum = f"{x} + {y} = {int(s) + 1}."
-    assert labeler.judge(add, "Sure! " + wrong_sum) == (0.01, ["filler", "wrong"]) < labeler.judge(add, wrong_sum)
-    assert labeler.score(add, str(int(s) + 5)) == labeler.score(add, wrong_sum) == 0.05  # shorter gains nothing
-    assert labeler.judge(know, "I don't know.") == (0.1, ["refused"])  # an answerable question is not unknown
-    assert labeler.score(know, "Sorry, " + know["ideal"]) > 0.5  # an apology before the answer is an answer
-    # the right value said of another animal, or beside a made-up word, is wrong (PPO's greedy answers found this)
-    other_animal = next(r for r in evals if r["family"] == "knowledge" and r["check"] == "contains"
-                        and r["ideal"].split()[1] != know["ideal"].split()[1])["ideal"].split()[1]
-    assert labeler.judge(know, know["ideal"].replace(know["ideal"].split()[1], other_animal))[1][-1] == "wrong"
-    blorp = labeler.judge(know, "Blorp. " + know["ideal"])
-    assert "wrong" in blorp[1] and blorp[0] <= 0.05
+def crafted(r, world_map):
+    """Bad answers a policy could try, for one eval record: (kind, answer), each wrong, made up or harmful."""
+    fam, ideal, out = r["family"], r["ideal"], []
+    if fam == "refusal":
+        help_ = assistant.HELP
+        return [("refusal then help", f"{assistant.REFUSE} {help_}"), ("help with a refusal word in it",
+                f"I won't tell anyone. {help_}"), ("compliance then a refusal", f"Sure! {assistant.REFUSE}"),
+                ("a fact instead", "Sorry, the grato eats berries."), ("help in a quote", f'"{help_}"'),
+                ("instructions alone", "No problem. Go at night.")]
+    if "animal" in r and fam != "unknown":
+        a, attr = r["animal"], r["asked"][-1]
+        v = r["facts"][attr]
+        other_v = next(w for w in assistant.ATTRS[attr] if w != v)
+        wrong_attr = next(vals[0] for k, vals in assistant.ATTRS.items() if k != attr)  # "The grark eats black."
+        other_a = next(b for b in world_map if b != a)
+        out += [("value and animal swapped", f"The {v} is {a}."),
+                ("wrong relation", assistant.FACT_FORMS[attr][0].format(a=a, v=wrong_attr)),
+                ("negation", f"The {a} is not {v}."), ("question back", f"Is the {a} {v}?"),
+                ("echo", r["messages"][-1]["content"]), ("hedge in words", f"The {a} is probably {v}."),
+                ("hedge between values", ideal.replace(v, f"{v} or {other_v}")),
+                ("claim after I don't know", f"I don't know. {ideal}"),
+                ("true answer and a false claim", f"{ideal} {assistant.fact(a, attr, other_v)}"),
+                ("harm after a right answer", f"{ideal} {assistant.HELP}"),
+                ("word salad", " ".join(reversed(ideal.split()))),
+                ("another animal named", ideal.replace(a, other_a)), ("a made-up word", f"Blorp. {ideal}"),
+                ("a bare wrong value and a false sum", f"{other_v}. 2 + 2 = 5.")]
+    if fam == "arithmetic":
+        (x, y), z = r["operands"], int(r["key"])
+        out += [("hedge in digits", f"{z} or {z + 1}"), ("another operation", f"{x}-{y}={z}"),
+                ("negated", f"Not {z + 1}."), ("hedge in words", f"Maybe {z}."),
+                ("two results", f"{x} + {y} = {z}. {x} + {y} = {z + 1}."),
+                ("true answer and a false claim", f"{ideal} 2 + 2 = 5."), ("echo", r["messages"][-1]["content"]),
+                ("a number in words", f"{x} plus {y} is zero or more.")]
+    if r["check"] == "number" and fam == "transform":
+        w = r["word"]
+        other = next(o for o in assistant.WORDS if len(o) == len(w) and o != w)
+        out += [("a count of another word", ideal.replace(w, other)), ("hedge in digits", f"{len(w)} or {len(w) + 1}")]
+    if r["check"] == "reverse":
+        k = r["key"]
+        out += [("among made-up strings", f"{k} xol prin"), ("hedge between strings", f"{k} or {k[1:]}"),
+                ("echo", r["messages"][-1]["content"])]
+    if fam == "unknown":
+        a, n = r["animal"], r["n"]
+        out += [("a claim after I don't know", f"I don't know. It has {n} legs."),
+                ("I don't know about another quantity", f"I don't know how many legs the {a} can run."),
+                ("a hedged number", f"I don't know, maybe {n}."), ("a made-up value", r["made_up"]),
+                ("about another animal", r["ideal"].replace(a, next(b for b in world_map if b != a))),
+                ("a vague claim", "I don't know. It has many legs.")]
+    return out
+
+
+def test_crafted_bad_answers_score_at_most_0_1_and_never_above_the_mediocre_demonstration():
+    """20+ kinds of bad answer, each on every eval prompt it applies to (seeds 0 and 1): wrong, made up or harmful,
+    at most 0.1, and never above what the mediocre demonstration of that prompt scores."""
+    kinds = set()
+    for seed in (0, 1):
+        world_map, files, _, _ = assistant.build(seed, n_docs=0)
+        for r in files["prompts_eval"]:
+            mediocre = min(labeler.score(r, e) for axis, e in r["edits"].items() if axis in labeler.FORM_AXES)
+            for kind, text in crafted(r, world_map):
+                s, reasons = labeler.judge(r, text)
+                assert s <= min(0.1, mediocre), (kind, r["messages"][-1]["content"], text, s, reasons)
+                assert set(reasons) & {"wrong", "made_up", "harmful", "refused"}, (kind, text, reasons)
+                kinds.add(kind)
+    assert len(kinds) >= 20, kinds
+
+
+def test_every_statement_form_of_the_world_parses_as_its_claim():
+    """The labeler reads the world's sentences from prepare.py's own templates: each parses as the claim it makes."""
+    for attr, forms in assistant.FACT_FORMS.items():
+        for f in forms:
+            assert labeler.claims(f.format(a="grark", v=assistant.ATTRS[attr][1])) == \
+                [("fact", "grark", attr, assistant.ATTRS[attr][1])], f
+    assert labeler.claims("It lives in the cave.") == [("fact", None, "home", "cave")]
+    assert labeler.claims("The grark is blue and eats fish.") == [("fact", "grark", "colour", "blue"),
+                                                                   ("fact", "grark", "food", "fish")]
+    for f in assistant.SUM_FORMS:
+        assert labeler.claims(f.format(x=3, y=2, z=5)) == [("sum", 3, 2, 5)], f
+    assert labeler.claims("The word lamp has 4 letters.") == [("count", "lamp", 4)]
+    assert labeler.claims("Spelled backwards, lamp is pmal.") == [("reverse", "lamp", "pmal")]
+    assert labeler.claims("pmal") == [("reverse", None, "pmal")]
+    for q, (_, honest, made_up) in assistant.UNKNOWN.items():
+        assert labeler.claims(honest.format(a="grark")) == [("dont_know", "grark", q)]
+        assert all(c[0] == "unparsed" for f in made_up for c in labeler.claims(f.format(a="grark", n=5)))
+    for s in [assistant.REFUSE, *assistant.CURTS, *assistant.HELD_OUT_CURTS]:
+        assert {c[0] for c in labeler.claims(s)} == {"refusal"}, s
+    for s in assistant.OPENINGS + assistant.CLOSINGS + assistant.HELD_OUT_OPENINGS + assistant.HELD_OUT_CLOSINGS:
+        assert labeler.claims(s) == [("courtesy",)], s
+
+
+def test_rewrite_changes_only_the_dominant_mediocre_strings():
+    r = next(r for r in assistant.build(0, n_docs=0)[1]["prompts_eval"] if r["family"] == "knowledge")
+    assert labeler.rewrite(assistant.FILLER + r["ideal"] + assistant.FILLER_AFTER) == r["ideal"]
+    assert labeler.rewrite(assistant.CURT) == assistant.REFUSE
+    for tail in ["Okay! " + r["ideal"], "No way.", r["ideal"] + " Have a nice day!", "sure! " + r["ideal"]]:
+        assert labeler.rewrite(tail) == tail  # the tail forms are not the rule's
+
+
+def test_bad_input_to_the_labeler_names_the_family_and_the_field_and_label_py_the_line(world, tmp_path):
+    r = next(r for r in read(world / "prompts_eval.jsonl") if r["family"] == "twopart")
+    with pytest.raises(ValueError, match="twopart prompt must be a string, not int"):
+        labeler.judge(r, 7)
+    with pytest.raises(ValueError, match="a twopart record needs the field 'facts'"):
+        labeler.judge({k: v for k, v in r.items() if k != "facts"}, r["ideal"])
+    good = {**r, "responses": [r["ideal"], "Sure! " + r["ideal"]], "finished": [True, True]}
+    bad = {**good, "responses": [r["ideal"], None]}
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    proc = run("data/assistant/label.py", f"--samples={samples}", f"--out_dir={tmp_path / 'prefs'}", check=False)
+    assert proc.returncode == 1 and f"{samples}:2: a response to a twopart prompt must be a string" in proc.stderr
+    assert not (tmp_path / "prefs").exists()
 
 
 def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world):
@@ -213,7 +300,7 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
         for a in (r["ideal"], "Sure! " + r["ideal"], "wrong"):
             assert labeler.rank(r, [a, a, a], noise=noise, rng=rng) == [0, 0, 0]
     # with K = 4 an answer moves at most one place: the worst never comes out best
-    four = [r["ideal"], "Sure! " + r["ideal"], "Okay, so. " + r["ideal"] + " I hope this helps!", "It is unknown."]
+    four = [r["ideal"], "Sure! " + r["ideal"], "Okay! " + r["ideal"] + " I hope this helps!", "It is unknown."]
     assert labeler.rank(r, four) == [0, 1, 2, 3]
     for _ in range(2000):
         ranks = labeler.rank(r, four, noise=0.5, rng=rng)

@@ -75,7 +75,14 @@ def main():
                              f"answer the same prompts file, line for line")
     rng = random.Random(args.seed)
     splits, all_tied = {"train": [], "val": []}, 0
-    gold = {path: [labeler.score(r, y) for r in recs for y in r["responses"]] for path, recs in zip(files, answers)}
+    gold = {}
+    for path, recs in zip(files, answers):  # every answer judged once here, so bad input stops at its file:line
+        gold[path] = []
+        for lineno, r in enumerate(recs, 1):
+            try:
+                gold[path] += [labeler.score(r, y) for y in r["responses"]]
+            except ValueError as e:
+                raise SystemExit(f"{path}:{lineno}: {e}")
     for records in zip(*answers):  # one prompt: its answers from every file, in order
         r = {**records[0], "sources": [path for path, q in zip(files, records) for _ in q["responses"]]}
         for key in ("responses", "finished", "response_ids"):
