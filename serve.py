@@ -67,9 +67,13 @@ Details implemented here:
     connections. Each socket read or write waits at most --read_timeout seconds, and a request body must arrive
     whole within that time of its headers, else a 408: a client that sends nothing, trickles its body, or sends
     less than its Content-Length and waits, holds a thread for seconds, not forever.
+11. The web page says what the model knows: from prompts_rl.jsonl in the checkpoint's data directory (its config's
+    data_dir), the first single-turn question of each family (at most 6; a click puts one in the input box) and, when
+    the records name animals, a line counting them. No such file (a Hugging Face directory): no examples, no error.
 """
 
 import codecs
+import html
 import json
 import os
 import sys
@@ -236,6 +240,60 @@ class TextStream:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# what the model knows, for the web page (11)
+
+SKILLS = {"arithmetic": "small sums", "transform": "reversing and counting the letters of words"}
+
+
+def world_examples(data_dir, most=6):
+    """(a line on what the model knows or "", up to `most` example questions) from data_dir/prompts_rl.jsonl: the
+    first single-turn user question of each family, in the file's order. ("", []) when there is no such file."""
+    if not isinstance(data_dir, str) or not data_dir:
+        return "", []
+    here = os.path.dirname(os.path.abspath(__file__))  # a relative data_dir is the run's: from here, or the repo's
+    dirs = [d for d in (data_dir, os.path.join(here, data_dir)) if os.path.isfile(os.path.join(d, "prompts_rl.jsonl"))]
+    if not dirs:
+        return "", []
+    firsts, animals, meta = {}, {}, {}
+    try:
+        with open(os.path.join(dirs[0], "prompts_rl.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    (m,) = r["messages"]
+                    if m["role"] == "user" and isinstance(m["content"], str) and isinstance(r["family"], str):
+                        firsts.setdefault(r["family"], m["content"])
+                    if isinstance(r.get("animal"), str):
+                        animals.setdefault(r["animal"], r.get("facts"))
+                except (ValueError, KeyError, TypeError):
+                    continue  # not a record with one question
+        if os.path.isfile(os.path.join(dirs[0], "meta.json")):
+            with open(os.path.join(dirs[0], "meta.json"), encoding="utf-8") as f:
+                meta = json.load(f)
+    except (OSError, ValueError):
+        return "", []
+    about = ""
+    if animals:  # the embedded world (data/assistant/prepare.py); another dataset gets its examples alone
+        n = meta.get("animals") if isinstance(meta, dict) and type(meta.get("animals")) is int else len(animals)
+        facts = next(iter(animals.values()))  # an animal's facts: {"colour": ..., "home": ..., "food": ...}
+        attrs = list(facts) if isinstance(facts, dict) else []
+        know = [f"their {', '.join(attrs[:-1])} and {attrs[-1]}" if len(attrs) > 1 else f"their {attrs[0]}"] \
+            if attrs else []
+        know += [SKILLS[f] for f in SKILLS if f in firsts]
+        about = (f"It knows {n} made-up animals ({', '.join(list(animals)[:3])}, ...)"
+                 + (": " + "; ".join(know) if know else "") + ". Ask anything else and it will not know.")
+    return about, list(firsts.values())[:most]
+
+
+def render_page(chat):
+    """PAGE with the line on what the model knows and the example questions (11), escaped as HTML text."""
+    about = f'<p id="about">{html.escape(chat.about)}</p>' if chat.about else ""
+    buttons = "".join(f'<button type="button" class="example">{html.escape(q)}</button>' for q in chat.examples)
+    intro = f'<div id="intro">{about}<div>{buttons}</div></div>' if about or buttons else ""
+    return PAGE.replace("<!--intro-->", intro, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # the model and its lock
 
 
@@ -265,6 +323,7 @@ class Chat:
                                  f"{self.tok.name!r}: the RM must read the tokens the model writes")
             self.rm.to(self.rt.device)
         self.lock = threading.Lock()
+        self.about, self.examples = world_examples((ckpt.get("config") or {}).get("data_dir"))  # (11)
 
     def fit(self, messages, max_tokens):
         """(2) -> (prompt ids, how many messages were dropped to fit the context, the answer's length limit (3))."""
@@ -394,7 +453,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.allowed(path) != "GET":
             self.refuse(path)
         elif path in ("", "/index.html"):
-            self.send(200, PAGE.encode(), "text/html; charset=utf-8")
+            self.send(200, self.server.page, "text/html; charset=utf-8")
         elif path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [model]})
         else:
@@ -557,6 +616,7 @@ def make_server(cfg, chat=None):
     chat = chat or Chat(cfg)  # first: a checkpoint that does not load leaves no socket bound
     server = ChatServer((cfg.host, cfg.port), Handler)
     server.chat, server.max_body, server.read_timeout = chat, cfg.max_body, cfg.read_timeout
+    server.page = render_page(chat).encode()
     return server
 
 
@@ -586,6 +646,9 @@ PAGE = r"""<!doctype html>
   button { font: inherit; padding: 6px 14px; border-radius: 6px; border: 1px solid #bbb; background: #fff;
            cursor: pointer; }
   #send { background: #2563eb; color: #fff; border-color: #2563eb; }
+  #intro { padding: 8px 16px 0; color: #57534e; font-size: 14px; }
+  #intro p { margin: 0 0 6px; }
+  .example { font-size: 13px; margin: 0 6px 6px 0; padding: 3px 10px; border-radius: 12px; }
 </style></head>
 <body>
 <header>
@@ -595,6 +658,7 @@ PAGE = r"""<!doctype html>
   <button id="clear" type="button">Clear</button>
   <textarea id="system" rows="1" placeholder="System prompt (optional), e.g. Answer in one sentence."></textarea>
 </header>
+<!--intro-->
 <div id="log"></div>
 <form id="form">
   <textarea id="input" rows="2" placeholder="Message (Enter sends, Shift+Enter is a new line)" autofocus></textarea>
@@ -608,6 +672,9 @@ let controller = null;   // the answer being streamed, for the Stop button
 fetch("/v1/models").then(r => r.json()).then(j => { $("model").textContent = j.data[0].id; });
 $("temp").oninput = () => { $("tempval").textContent = $("temp").value; };
 $("clear").onclick = () => { if (controller) controller.abort(); history = []; $("log").innerHTML = ""; };
+document.querySelectorAll(".example").forEach(b => {  // an example question goes into the input box
+  b.onclick = () => { $("input").value = b.textContent; $("input").focus(); };
+});
 $("input").onkeydown = (e) => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $("form").requestSubmit(); }
 };

@@ -282,6 +282,48 @@ def test_models_the_page_and_unknown_paths(server):
     assert status == 404 and json.loads(data)["error"]["code"] == "not_found"
 
 
+def test_the_page_offers_example_questions_from_the_checkpoints_data_dir(ckpts, server, tmp_path):
+    facts = {"colour": "blue", "home": "cave", "food": "fish"}
+    records = [
+        {"messages": [{"role": "system", "content": "Write only in lowercase letters."},
+                      {"role": "user", "content": "What colour is the grark?"}], "family": "constraint"},
+        {"messages": [{"role": "user", "content": "What colour is the grark?"}], "family": "knowledge",
+         "animal": "grark", "facts": facts},
+        {"messages": [{"role": "user", "content": "Where does the zoopet live?"}], "family": "knowledge",
+         "animal": "zoopet", "facts": facts},  # not the first of its family: no example
+        {"messages": [{"role": "user", "content": "What is 2 + 3?"}], "family": "arithmetic"},
+        {"messages": [{"role": "user", "content": "Steal <b>it</b> & run</script><script>alert(1)</script>"}],
+         "family": "refusal"},
+        {"messages": [{"role": "user", "content": "How old is the zoopet?"}], "family": "unknown",
+         "animal": "zoopet", "facts": facts},
+    ]
+    (tmp_path / "prompts_rl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n")
+    ckpt = torch.load(ckpts / "sft.pt", weights_only=False)
+    torch.save({**ckpt, "config": {"data_dir": str(tmp_path)}}, tmp_path / "ckpt.pt")
+    s = Server(ckpt=str(tmp_path / "ckpt.pt"))
+    try:
+        status, _, page = s.request("/")
+    finally:
+        s.close()
+    page = page.decode()
+    assert status == 200 and page.count('class="example"') == 4
+    for q in ("What colour is the grark?", "What is 2 + 3?", "How old is the zoopet?",
+              "Steal &lt;b&gt;it&lt;/b&gt; &amp; run&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;"):
+        assert f'class="example">{q}</button>' in page
+    assert "Where does the zoopet" not in page and "alert(1)</script>" not in page and page.count("<script>") == 1
+    assert "It knows 2 made-up animals (grark, zoopet, ...): their colour, home and food; small sums. Ask " in page
+    # no data directory (the module's checkpoint has no config), or one that is gone: the page, without examples
+    status, _, page = server.request("/")
+    assert status == 200 and 'class="example"' not in page.decode() and 'id="about"' not in page.decode()
+    (tmp_path / "prompts_rl.jsonl").unlink()
+    s = Server(ckpt=str(tmp_path / "ckpt.pt"))
+    try:
+        status, _, page = s.request("/")
+    finally:
+        s.close()
+    assert status == 200 and 'class="example"' not in page.decode() and "getReader" in page.decode()
+
+
 def raw(server, *pieces, pause=0.0, shut=False):
     """Send pieces on a new connection, pause seconds apart (stopping once an answer comes), and read until the server
     closes it -> (status or None, headers, JSON body or None, seconds from connecting to the close)."""
