@@ -215,6 +215,13 @@ class Config:
 # the math, as pure functions on (B, T) tensors with a (B, T) mask of real tokens
 
 
+def ptx_seed(seed, it, rank, j):
+    """(12) The seed of PPO-ptx's corpus windows for minibatch j of iteration it on one rank: distinct for every
+    (it, rank, j) with it < 2**20, rank < 2**16 and j < 2**16, so no two ranks or steps draw the same windows (a sum
+    seed + 7 j + 100003 it + rank, used before, repeated for 8 ranks or more)."""
+    return ((seed * 2**20 + it) * 2**16 + rank) * 2**16 + j
+
+
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
@@ -510,7 +517,7 @@ if __name__ == "__main__":
                     loss = pg + beta * kl_term
                     stats["kl_loss"].append(kl_term.item())
                 if corpus is not None and not warm:  # (12) PPO-ptx: windows of the pretraining corpus
-                    gp = torch.Generator().manual_seed(cfg.seed + 7 * len(stats["pg_loss"]) + 100003 * it + rt.rank)
+                    gp = torch.Generator().manual_seed(ptx_seed(cfg.seed, it, rt.rank, len(stats["pg_loss"])))
                     starts = torch.randint(len(corpus) - block - 1, (cfg.ptx_batch_size,), generator=gp).tolist()
                     w = torch.stack([torch.from_numpy(corpus[s0:s0 + block + 1].astype(np.int64)) for s0 in starts])
                     w = w.to(rt.device)

@@ -7,7 +7,7 @@ import torch
 from conftest import TINY_MODEL, read, run
 from common import save_checkpoint, setup
 from model import GPT, GPTConfig
-from ppo import (adapt_beta, compute_gae, grpo_advantages, kl_k3, masked_whiten, policy_loss, response_logprobs,
+from ppo import (adapt_beta, compute_gae, ptx_seed, grpo_advantages, kl_k3, masked_whiten, policy_loss, response_logprobs,
                  response_mask, rloo_advantages, token_rewards, value_loss)
 from reward import RewardModel
 from tokenizer import get_tokenizer
@@ -334,3 +334,10 @@ def test_the_value_warmup_fits_the_returns_before_the_policy_moves(world, tmp_pa
     assert [l["step"] for l in fitted] == [-3, -2, -1, 0, 1] and all(l["kl"] == 0.0 for l in fitted)
     assert [l["rm_score"] for l in fitted] == [l["rm_score"] for l in fixed]  # the same answers: the policy stood
     assert fitted[-1]["explained_var"] > fixed[-1]["explained_var"] + 0.2  # measured: -0.17 against -1.59
+
+
+def test_ptx_windows_get_a_distinct_seed_for_every_iteration_rank_and_minibatch():
+    """PPO-ptx's corpus windows: no two (iteration, rank, minibatch) share a seed, for up to 64 ranks (the old sum
+    seed + 7 j + 100003 it + rank gave rank 7's minibatch 0 rank 0's minibatch 1)."""
+    seeds = [ptx_seed(3, it, rank, j) for it in range(4) for rank in range(64) for j in range(32)]
+    assert len(set(seeds)) == len(seeds) and max(seeds) < 2**63
