@@ -20,16 +20,36 @@ Details implemented here:
     Spearman rank correlation of RM score and gold score within each prompt (what PPO and best-of-n rely on) and
     across all answers (RM scores need not be comparable across prompts).
  5. Win rate against the SFT policy, prompt by prompt on the gold score: wins W, ties T and losses L of n prompts,
-    the win rate (W + T/2) / n, and a 95% interval that stays honest when most prompts tie: conditional on the
-    D = W + L decisive prompts, the exact (Clopper-Pearson) interval [lo, hi] for p = W / D, mapped to the win rate
-    with ties counting half, 0.5 + D/n (p - 0.5) ([0.5, 0.5] when D = 0); and the exact two-sided sign test on the
-    decisive prompts. The normal approximation over prompts (mean +- 1.96 sd / sqrt(n)) is too narrow then: for
-    8 W / 2 L / 230 T it gave [0.4997, 0.5253], all but excluding 0.5, while the sign test gives p = 0.11.
+    the win rate (W + T/2) / n, the mean of per-prompt outcomes in {0, 1/2, 1}, with Tango's score interval (Tango
+    1998, "Equivalence test and confidence interval for the difference in proportions for the paired-sample
+    design"; Wilson's idea for a three-valued outcome). The win rate is (1 + delta) / 2 with delta = P(win) -
+    P(loss); the interval holds every delta whose score statistic (W - L - n delta) / sqrt(n (2 q + delta (1 -
+    delta))), q the maximum-likelihood P(loss) given delta, is within +-1.96. Why this one: the number of ties is
+    random and the statistic's variance counts it (the earlier interval, Clopper-Pearson on the decisive prompts
+    mapped with the observed tie share, took it as fixed: exact coverage 0.866, 0.864, 0.618, 0.359 at win/tie/loss
+    probabilities 0.83/0.14/0.03, 0.42/0.53/0.05, 0.01/0.26/0.73, 0.5/0.5/0, n = 240); and the variance is the one
+    at the delta tested, not the observed one, so the interval keeps its width where a normal or percentile
+    bootstrap interval collapses: with no losses, near 0 or 1, and when every prompt ties (50 of 50: 0.5 +- 0.036,
+    Wilson's bound z^2 / (n + z^2) on delta). Exact coverage (each outcome's multinomial probability summed) at the
+    four regimes: 0.950, 0.950, 0.949, 0.955 (n = 240), 0.961, 0.947, 0.970, 0.957 (n = 30); its least on a grid
+    of win and loss probabilities in steps of 0.05 is 0.943 (n = 240) and 0.930 (n = 30). tests/test_evaluate.py
+    simulates it. No resampling: nothing to seed, no resample count. "Better than SFT" stays the exact two-sided
+    sign test on the decisive prompts (sign_test_p): the interval holds its level over repeated experiments, the
+    sign test is exact and a little conservative, and near 0.5 with few decisive prompts they can differ (8 W / 2
+    L / 230 T: interval [0.4995, 0.5286], sign test p = 0.11).
  6. KL to SFT: t1_samples answers per prompt sampled at T = 1 from the policy, the sum over each one's tokens of
     log pi - log pi_sft (the k1 estimate of KL per answer; PPO's penalty measures the same thing), averaged over
     the answers. The same samples give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
-    win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it, with the
-    interval of (5) over the n * t1_samples pairs. Mean answer length in characters.
+    win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it. SFT's samples
+    are drawn once, with a generator seeded seed + 1, every policy's with seed: on the same seed and batch order,
+    a policy that agrees with SFT would give the very same draws (the SFT row at T = 1 is then SFT against an
+    independent draw of itself, about 0.5, not 0.5 by construction). A prompt's samples share the prompt, so they
+    are not independent: the interval is (5)'s on the counts divided by the design effect (Rao and Scott 1992, "A
+    simple method for the analysis of clustered binary data"), the variance of the mean of the per-prompt means
+    over the variance as if all n * t1_samples outcomes were independent, kept within [1, t1_samples] (t1_samples
+    when nothing varies). Simulated, 2 samples per prompt whose win/tie/loss probabilities vary between prompts
+    (Dirichlet around the regimes of (5)): coverage 0.95-0.96, against 0.87 for (5) on the pooled samples.
+    results.json has the counts as wins_t1, ties_t1, losses_t1. Mean answer length in characters.
  7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), gpt_prompted, sft, ppo (ppo_ptx when
     trained with --ptx_coef), dpo, and best_of_N; rloo and grpo for ppo.py's critic-free estimators.
  8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3's in-context learning): up to few_shot
@@ -54,7 +74,8 @@ Details implemented here:
     (record["edits"][axis]), both scored as finished answers; the accuracy per axis is the share of pairs where the
     RM scores the ideal higher (a tie counts half). The "wrong" axis is also split by record["held_out"]: facts
     held out of all chat training against facts the SFT model was trained on (can the RM judge correctness where
-    the policy knows the answer?).
+    the policy knows the answer?). A second column scores the same ideals against forms no training data contains
+    (19).
 13. The alignment tax (InstructGPT section 4.2, "Results on public NLP datasets": its PPO models regressed on
     SQuAD, DROP, HellaSwag and WMT against GPT-3, and PPO-ptx paid less), measured for every row on the pretraining
     distribution without the chat format. First corpus_val_loss: the mean next-token loss in nats per token (per
@@ -76,6 +97,30 @@ Details implemented here:
 15. Several RMs (--reward=A,B: iterated RLHF's rounds, run.sh --full): A scores the policies (4, 9, 10); each gets
     its report card (12) and, on each --prefs file (a later round's held-out comparisons: is the older RM blind to
     what the newer policy does?), its pairwise accuracy, under results["reward_models"][path].
+16. The gold difference to SFT, paired on the prompts (gold_diff_vs_sft): the mean over prompts of the policy's
+    gold minus SFT's on the same prompt, with Student's t interval over the n per-prompt differences (t's 0.975
+    quantile by Cornish-Fisher, Abramowitz and Stegun 26.7.5, within 1e-3 of the table for 4 or more degrees of
+    freedom). The differences are bounded, so t is near its level (simulated, n = 240: 0.945-0.952 for mixes of
+    zeros and differences of both signs; least where a few prompts all differ one way, 0.93 when 3% differ by
+    +0.5). When every difference is the same (no prompt's gold differs) t's interval would have no width: it is
+    then +-z^2 / (n + z^2), Wilson's bound on the share of prompts that could differ unseen, the most a difference
+    in [-1, 1] per prompt could move the mean by.
+17. sft_rewrite (issue 29): SFT's greedy answers, not generated again, passed through the labeler's rewrite(text)
+    when it has one: the dataset's fixed string rule that rewrites the dominant mediocre forms ("Sure! " and the
+    like). It says what one string rule buys: the gain of a policy over it is what a rule that knows the world's
+    strings cannot fake. SFT's weights (same_weights_as "sft", like best_of_N); its win rate and gold difference
+    against SFT, its RM score; no KL and no T = 1 win rate (it is a rule applied to SFT's greedy answers, not a
+    distribution to sample: "-"). A labeler without rewrite: no row.
+18. Paired comparisons between policies (results["paired"], a small table): a against b on the same prompts with
+    (5)'s win rate, interval and sign test and (16)'s gold difference, for every row against sft_rewrite (when
+    there is one), and every other RL, DPO or best-of-N row (ppo_ptx, rloo, grpo, ppo_r2, dpo, best_of_N) against
+    ppo (when there is one). A policy's interval against SFT says nothing about two policies' difference: they
+    share the prompts, and the paired test uses that.
+19. The report card's held-out column (issue 29): a record's "edits_held_out" {axis: the ideal with one flaw
+    written in a form that no demonstration or comparison contains} scored like "edits" (12). An RM that scores the
+    world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains
+    axes_held_out and axes_held_out_pairs (None when no record has edits_held_out), printed beside the world's
+    forms.
 """
 
 import glob
@@ -123,9 +168,11 @@ def check_prompt(record):
     missing = [k for k in ("family", "ideal", "check", "key") if k not in record]
     if missing:
         raise ValueError(f"expected a prompt record with the labeler's fields; missing {', '.join(missing)}")
-    edits = record.get("edits", {})
-    if not isinstance(edits, dict) or not all(isinstance(e, str) for e in edits.values()):
-        raise ValueError('expected "edits": {axis: the ideal answer with that one flaw}')
+    for field, what in (("edits", "that one flaw"), ("edits_held_out", "that one flaw in a form no training data "
+                                                                        "has (19)")):
+        edits = record.get(field, {})
+        if not isinstance(edits, dict) or not all(isinstance(e, str) for e in edits.values()):
+            raise ValueError(f'expected "{field}": {{axis: the ideal answer with {what}}}')
 
 
 def check_labeler(labeler, path):
@@ -195,6 +242,8 @@ def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1):
     prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records for _ in range(samples)]
     out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=1.0,
                            batch_size=cfg.batch_size, generator=generator)
+    if ckpt is sft_ckpt:  # SFT itself: log pi - log pi_sft is 0 on every token, no need to compute it
+        return 0.0, [tok.decode(ids) for ids, _ in out]
     total = 0.0
     for i in range(0, len(prompts), cfg.batch_size):
         seqs = [p + ids + ([tok.end_id] if done else []) for p, (ids, done) in
@@ -212,31 +261,84 @@ def binom_cdf(k, n, p):
                         + (n - i) * math.log1p(-p)) for i in range(k + 1))
 
 
-def clopper_pearson(x, n, alpha=0.05):
-    """(5) The exact 1 - alpha interval for a binomial proportion, x successes in n trials (Clopper and Pearson
-    1934): lo is the p at which x or more successes have probability alpha / 2, hi the p at which x or fewer do."""
-    def root(f):  # f increasing on (0, 1): bisection, 60 halvings are below a float's resolution
-        a, b = 0.0, 1.0
-        for _ in range(60):
-            a, b = ((a + b) / 2, b) if f((a + b) / 2) < 0 else (a, (a + b) / 2)
-        return (a + b) / 2
-    lo = 0.0 if x == 0 else root(lambda p: (1 - binom_cdf(x - 1, n, p)) - alpha / 2)  # P(X >= x) rises with p
-    hi = 1.0 if x == n else root(lambda p: alpha / 2 - binom_cdf(x, n, p))            # P(X <= x) falls with p
-    return lo, hi
+Z95 = 1.959963984540054  # the standard normal's 0.975 quantile: every interval here is a 95% one
 
 
-def win_rate(scores, baseline):
-    """(5) scores against baseline, item by item: {win_rate (a tie counts half), ci95, wins, ties, losses,
-    sign_test_p}. The interval is Clopper-Pearson's for the share p of wins among the D decisive items, mapped to
-    the win rate (D p + ties / 2) / n = 0.5 + D/n (p - 0.5): exact given D, however many items tie."""
-    wins = sum(a > b for a, b in zip(scores, baseline))
-    losses = sum(a < b for a, b in zip(scores, baseline))
-    n, d = len(scores), wins + losses
-    ties = n - d
-    lo, hi = clopper_pearson(wins, d)                                  # (0, 1) when d = 0: the interval is [0.5, 0.5]
+def score_interval(wins, losses, n, z=Z95):
+    """(5) Tango's score interval for the win rate (1 + delta) / 2, delta = P(win) - P(loss), from W wins and L
+    losses of n items: every delta with |W - L - n delta| <= z sqrt(n (2 q + delta (1 - delta))), q the maximum-
+    likelihood P(loss) given delta (the root of Tango's quadratic 2n q^2 + B q - L delta (1 - delta) = 0). numpy in,
+    numpy out, elementwise: the coverage test computes thousands of intervals at once. Counts may be fractional
+    (the clustered counts of (6)). Each end by bisection: the accepted deltas form one interval around (W - L) / n,
+    and 60 halvings of [-1, 1] are below a float's resolution."""
+    w, l, n = (np.asarray(x, dtype=np.float64) for x in (wins, losses, n))
+
+    def gap(d):  # the score statistic's numerator, and z times its standard error under the constrained fit
+        b = -w - l + (2 * n - w + l) * d
+        q = (np.sqrt(np.maximum(b * b + 8 * n * l * d * (1 - d), 0.0)) - b) / (4 * n)  # >= 0 but for rounding
+        return w - l - n * d, z * np.sqrt(np.maximum(n * (2 * q + d * (1 - d)), 0.0))
+
+    center = (w - l) / n
+    lo_out, lo_in, hi_in, hi_out = -np.ones_like(center), center, center, np.ones_like(center)
+    for _ in range(60):  # the *_in ends stay accepted, the *_out ends rejected (or the bounds -1 and 1)
+        m = (lo_out + lo_in) / 2
+        num, se = gap(m)
+        lo_out, lo_in = np.where(num <= se, lo_out, m), np.where(num <= se, m, lo_in)
+        m = (hi_in + hi_out) / 2
+        num, se = gap(m)
+        hi_in, hi_out = np.where(-num <= se, m, hi_in), np.where(-num <= se, hi_out, m)
+    return (1 + lo_in) / 2, (1 + hi_in) / 2
+
+
+def clustered_counts(outcomes):
+    """(6) outcomes (..., n prompts, k samples) in {0, 1/2, 1}: (wins, losses, size) divided by the design effect
+    (Rao and Scott 1992), the variance of the mean over prompts of each prompt's mean outcome over the variance as
+    if all n k outcomes were independent, within [1, k] (k when no outcome varies: nothing says they would be
+    independent). With k = 1 the design effect is 1 and the counts are (5)'s."""
+    o = np.asarray(outcomes, dtype=np.float64)
+    n, k = o.shape[-2:]
+    mean = o.mean((-2, -1), keepdims=True)
+    clustered = ((o.mean(-1, keepdims=True) - mean) ** 2).sum((-2, -1)) / max(n * (n - 1), 1)
+    independent = ((o - mean) ** 2).sum((-2, -1)) / max(n * k * (n * k - 1), 1)
+    deff = np.where(independent > 0, np.clip(clustered / np.where(independent > 0, independent, 1), 1, k), k)
+    return (o == 1).sum((-2, -1)) / deff, (o == 0).sum((-2, -1)) / deff, n * k / deff
+
+
+def win_rate(scores, baseline, samples=1):
+    """(5, 6) scores against baseline, item by item: {win_rate (a tie counts half), ci95, wins, ties, losses,
+    sign_test_p}. With samples > 1 the items are samples, a prompt's `samples` of them next to each other, and the
+    interval clusters them by prompt (6); the sign test treats items as independent and is reported for the greedy
+    answers only."""
+    a = np.asarray(scores, dtype=np.float64).reshape(-1, samples)     # (prompts, samples)
+    b = np.asarray(baseline, dtype=np.float64).reshape(-1, samples)
+    outcome = 0.5 + 0.5 * np.sign(a - b)                               # 1 a win, 1/2 a tie, 0 a loss
+    wins, losses, n = int((outcome == 1).sum()), int((outcome == 0).sum()), outcome.size
+    lo, hi = score_interval(*clustered_counts(outcome))
+    d = wins + losses
     p = min(1.0, 2 * binom_cdf(min(wins, losses), d, 0.5))             # two-sided sign test; 1.0 when d = 0
-    return {"win_rate": (wins + ties / 2) / n, "ci95": [(d * lo + ties / 2) / n, (d * hi + ties / 2) / n],
-            "wins": wins, "ties": ties, "losses": losses, "sign_test_p": p}
+    return {"win_rate": (wins + (n - d) / 2) / n, "ci95": [float(lo), float(hi)], "wins": wins, "ties": n - d,
+            "losses": losses, "sign_test_p": p}
+
+
+def t975(df):
+    """(16) Student's t 0.975 quantile: the table for 1-3 degrees of freedom, Cornish-Fisher above (Abramowitz and
+    Stegun 26.7.5, within 1e-3 of the table from 4 on)."""
+    if df < 4:
+        return (12.7062, 4.3027, 3.1824)[df - 1]
+    x = Z95
+    return (x + (x ** 3 + x) / 4 / df + (5 * x ** 5 + 16 * x ** 3 + 3 * x) / 96 / df ** 2
+            + (3 * x ** 7 + 19 * x ** 5 + 17 * x ** 3 - 15 * x) / 384 / df ** 3
+            + (79 * x ** 9 + 776 * x ** 7 + 1482 * x ** 5 - 1920 * x ** 3 - 945 * x) / 92160 / df ** 4)
+
+
+def gold_diff(scores, baseline):
+    """(16) The paired gold difference: {mean, ci95} of scores minus baseline prompt by prompt, Student's t interval
+    over the prompts; +-z^2 / (n + z^2) around the mean when every difference is the same (no width otherwise)."""
+    d = np.asarray(scores, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n, mean = len(d), float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    half = t975(n - 1) * sd / math.sqrt(n) if sd > 0 else Z95 ** 2 / (n + Z95 ** 2)
+    return {"mean": mean, "ci95": [mean - half, mean + half]}
 
 
 def failure_rates(labeler, records, reasons):
@@ -250,19 +352,20 @@ def failure_rates(labeler, records, reasons):
     return rates
 
 
-def report_card(rm, tok, records, rt):
-    """(12) The RM on controlled pairs: each record's ideal answer against each of its edits (the ideal with one
-    flaw, record["edits"][axis]), all scored as finished answers in one batched pass. Returns ({axis: accuracy},
-    {axis: pairs}, {"held_out": accuracy, "trained": accuracy} on the "wrong" axis); a tie counts half."""
+def report_card(rm, tok, records, rt, field="edits"):
+    """(12, 19) The RM on controlled pairs: each record's ideal answer against each of its edits (the ideal with one
+    flaw, record[field][axis]: "edits" in the world's forms, "edits_held_out" in forms no training data has), all
+    scored as finished answers in one batched pass. Returns ({axis: accuracy}, {axis: pairs}, {"held_out":
+    accuracy, "trained": accuracy} on the "wrong" axis); a tie counts half."""
     block = rm.gpt.config.block_size
-    edited = [r for r in records if r.get("edits")]
+    edited = [r for r in records if r.get(field)]
     seqs = [encode_answer(tok, r["messages"], text, True, block)
-            for r in edited for text in [r["ideal"], *r["edits"].values()]]
+            for r in edited for text in [r["ideal"], *r[field].values()]]
     scores = iter(score_sequences(rm, seqs, tok.pad_id, rt) if seqs else [])  # per record: ideal, then its edits
     right, split = {}, {"held_out": [], "trained": []}  # axis -> 1 / 0.5 / 0 per pair; the wrong axis by split
     for r in edited:
         ideal = next(scores)
-        for axis in r["edits"]:
+        for axis in r[field]:
             edit = next(scores)
             hit = 1.0 if ideal > edit else 0.5 if ideal == edit else 0.0
             right.setdefault(axis, []).append(hit)
@@ -421,8 +524,10 @@ if __name__ == "__main__":
             other.to(rt.device)
             card = results["reward_models"][path] = {"val_accuracy": other_ckpt["val_accuracy"],
                                                      "length_baseline_accuracy": other_ckpt["length_baseline_accuracy"]}
-            card["axes"], card["axes_pairs"], card["wrong_by_split"] = report_card(  # (12)
-                other, get_tokenizer(other_ckpt["tokenizer"]), records, rt)
+            tok = get_tokenizer(other_ckpt["tokenizer"])
+            card["axes"], card["axes_pairs"], card["wrong_by_split"] = report_card(other, tok, records, rt)  # (12)
+            held = report_card(other, tok, records, rt, "edits_held_out")  # (19) None when no record has them
+            card["axes_held_out"], card["axes_held_out_pairs"] = (held[0], held[1]) if held[0] else (None, None)
             card["prefs_accuracy"] = {f: prefs_accuracy(other, other_ckpt, f, rt) for f in cfg.prefs.split(",") if f}
             if i == 0:
                 rm, rm_ckpt, results["reward_model"] = other, other_ckpt, card
@@ -453,9 +558,12 @@ if __name__ == "__main__":
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
         name = row_name(ckpt, path, policies)
-        add_row(name, ckpt, path, *answer(ckpt, records, cfg, rt))
+        texts, finished = answer(ckpt, records, cfg, rt)
+        add_row(name, ckpt, path, texts, finished)
         if ckpt["stage"] == "sft" and sft_ckpt is None:
             sft_ckpt, sft_path = ckpt, path
+            if hasattr(labeler, "rewrite"):  # (17) SFT's greedy answers through the labeler's fixed string rule
+                add_row("sft_rewrite", ckpt, path, [labeler.rewrite(t) for t in texts], finished, rewrite_of=name)
         if ckpt["stage"] == "pretrain" and demos and name == "gpt":  # (8)
             texts, finished, shots = answer_few_shot(ckpt, records, demos, cfg, rt)
             add_row("gpt_prompted", ckpt, path, texts, finished, few_shot_mean=shots)
@@ -471,36 +579,62 @@ if __name__ == "__main__":
     sft_name = next((k for k, (c, _) in policies.items() if c is sft_ckpt), None)
     t1 = {}  # (6) name -> gold score of each T=1 sample, (prompts * t1_samples,), a prompt's samples together
     t1_records = [r for r in records for _ in range(cfg.t1_samples)]
+    if sft_ckpt is not None:  # (6) SFT's T=1 samples to compare against: a seed no policy's samples use
+        g = torch.Generator(device=rt.device).manual_seed(cfg.seed + 1)
+        _, texts = kl_to_sft(sft_ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples)
+        sft_t1 = [labeler.score(r, t) for r, t in zip(t1_records, texts)]
     for name, (ckpt, path) in policies.items():
         res = results["policies"][name]
         if sft_name is None:
             continue
         w = win_rate(golds[name], golds[sft_name])  # (5)
         res.update(win_rate_vs_sft=w["win_rate"], win_ci95=w["ci95"], wins=w["wins"], ties=w["ties"],
-                   losses=w["losses"], sign_test_p=w["sign_test_p"])
-        if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain":  # (6) the base model reads another format
+                   losses=w["losses"], sign_test_p=w["sign_test_p"],
+                   gold_diff_vs_sft=gold_diff(golds[name], golds[sft_name]))  # (16)
+        # (6) the base model reads another format; sft_rewrite is a rule on greedy answers, nothing to sample (17)
+        if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain" and not res.get("rewrite_of"):
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
             res["kl_to_sft"], texts = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples)
             t1[name] = [labeler.score(r, t) for r, t in zip(t1_records, texts)]
             res["gold_score_t1"] = sum(t1[name]) / len(t1[name])
-    for name in t1:  # (6) the j-th T=1 sample for a prompt against SFT's j-th for it
-        w = win_rate(t1[name], t1[sft_name])
-        results["policies"][name].update(win_rate_t1_vs_sft=w["win_rate"], win_t1_ci95=w["ci95"])
+    for name in t1:  # (6) the j-th T=1 sample for a prompt against SFT's independent j-th one, clustered by prompt
+        w = win_rate(t1[name], sft_t1, samples=cfg.t1_samples)
+        results["policies"][name].update(win_rate_t1_vs_sft=w["win_rate"], win_t1_ci95=w["ci95"],
+                                         wins_t1=w["wins"], ties_t1=w["ties"], losses_t1=w["losses"])
+    pairs = [(a, "sft_rewrite") for a in policies if a != "sft_rewrite"] if "sft_rewrite" in policies else []  # (18)
+    if "ppo" in policies:
+        pairs += [(a, "ppo") for a, (c, _) in policies.items()
+                  if a != "ppo" and (c["stage"] in ("ppo", "dpo") or a.startswith("best_of_"))]
+    results["paired"] = [{"a": a, "b": b, **win_rate(golds[a], golds[b]), "gold_diff": gold_diff(golds[a], golds[b])}
+                         for a, b in pairs]
 
     ideal_judged = [labeler.judge(r, r["ideal"]) for r in records]
     ideal = summary([score for score, _ in ideal_judged])
     win = lambda rate, ci: "-" if rate is None else f"{rate:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
-    print(f"{'policy':<14}{'gold':>8}{'win vs sft [95% CI]':>25}{'w/t/l':>12}{'win@T=1 [95% CI]':>25}{'rm':>8}"
-          f"{'kl':>8}{'len':>7}")
+    diff = lambda d: "-" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+    print(f"{'policy':<14}{'gold':>8}{'gold - sft [95% CI]':>27}{'win vs sft [95% CI]':>25}{'w/t/l':>12}"
+          f"{'win@T=1 [95% CI]':>25}{'rm':>8}{'kl':>8}{'len':>7}")
     for name, res in results["policies"].items():
         wtl = "-" if res["wins"] is None else f"{res['wins']}/{res['ties']}/{res['losses']}"
         kl = ("<=" if res.get("kl_is_upper_bound") else "") + fmt(res["kl_to_sft"], ".2f")  # (9)
-        print(f"{name:<14}{res['gold_score']:>8.3f}{win(res['win_rate_vs_sft'], res['win_ci95']):>25}{wtl:>12}"
+        print(f"{name:<14}{res['gold_score']:>8.3f}{diff(res.get('gold_diff_vs_sft')):>27}"
+              f"{win(res['win_rate_vs_sft'], res['win_ci95']):>25}{wtl:>12}"
               f"{win(res['win_rate_t1_vs_sft'], res['win_t1_ci95']):>25}{fmt(res['rm_score']):>8}{kl:>8}"
               f"{res['mean_len']:>7.1f}")
     print(f"{'ideal':<14}{ideal['all']:>8.3f}")
-    print(f"win rates on the gold score, a tie counting half, with exact 95% intervals; w/t/l: wins/ties/losses of "
-          f"the greedy answers;\nwin@T=1: {cfg.t1_samples} samples per prompt at temperature 1 against SFT's")
+    print(f"win rates on the gold score, a tie counting half, with Tango's score 95% intervals (5); w/t/l: "
+          f"wins/ties/losses of the greedy answers;\ngold - sft: the gold difference paired on the prompts, t "
+          f"interval (16); win@T=1: {cfg.t1_samples} samples per prompt at temperature 1 against SFT's, drawn on "
+          f"another seed,\nthe interval clustered by prompt (6)" + ("; sft_rewrite: SFT's greedy answers through "
+                                                                  "the labeler's fixed rewrite (17)"
+                                                                  if "sft_rewrite" in policies else ""))
+    if results["paired"]:  # (18)
+        print("\npaired comparisons on the same prompts (greedy answers): a against b")
+        print(f"{'a':<14}{'b':<14}{'win [95% CI]':>22}{'w/t/l':>12}{'sign p':>9}{'gold a - b [95% CI]':>27}")
+        for c in results["paired"]:
+            print(f"{c['a']:<14}{c['b']:<14}{win(c['win_rate'], c['ci95']):>22}"
+                  f"{str(c['wins']) + '/' + str(c['ties']) + '/' + str(c['losses']):>12}{c['sign_test_p']:>9.3g}"
+                  f"{diff(c['gold_diff']):>27}")
     print(f"\ngold score per instruction family ({len(records)} prompts)")
     print(f"{'policy':<14}" + "".join(f"{f:>12}" for f in families))
     for name, res in list(results["policies"].items()) + [("ideal", {"families": ideal})]:
@@ -538,13 +672,19 @@ if __name__ == "__main__":
         print(f"val loss: nats per token on the first {t['corpus_val_tokens']:,} tokens of val.bin, in windows of one "
               f"context;\ncloze: {n['all']} facts ({n['held_out']} held out of chat training, {n['trained']} "
               f"trained), right when the true value is its attribute's likeliest (chance {fmt(t['cloze_chance'])})")
-    for path, card in results.get("reward_models", {}).items():  # (12, 15)
+    for path, card in results.get("reward_models", {}).items():  # (12, 15, 19)
         print(f"\nreward model {path}: report card, accuracy on controlled pairs (ideal vs one edit), per axis; ties "
               f"count half")
         if not card["axes"]:
             print('  no pairs: prompts_eval.jsonl has no "edits" (re-run python data/assistant/prepare.py)')
-        for a in [a for a in axes if a in card["axes"]] + [a for a in card["axes"] if a not in axes]:
-            print(f"  {a:<12}{card['axes'][a]:>7.3f}  ({card['axes_pairs'][a]} pairs)")
+        held, held_pairs = card["axes_held_out"] or {}, card["axes_held_out_pairs"] or {}  # (19)
+        cell = lambda acc, pairs: f"{acc:.3f} ({pairs} pairs)"
+        if held:
+            print(f"  {'axis':<12}{'world forms':>18}{'held-out forms':>22}")
+        for a in [a for a in axes if a in card["axes"] or a in held] + \
+                 [a for a in {**card["axes"], **held} if a not in axes]:
+            print(f"  {a:<12}{cell(card['axes'][a], card['axes_pairs'][a]) if a in card['axes'] else '-':>18}"
+                  + (f"{cell(held[a], held_pairs[a]) if a in held else '-':>22}" if held else ""))
         if any(v is not None for v in card["wrong_by_split"].values()):
             split = card["wrong_by_split"]
             print(f"  wrong, by fact: {fmt(split['trained'])} where SFT was trained on it, {fmt(split['held_out'])} "

@@ -267,8 +267,8 @@ def overoptimisation(res, beta0_log, to):
 
 
 def win_rates(all_res, to):
-    """(5) greedy win rate against SFT, ties half, with evaluate.py's 95% interval (Clopper-Pearson on the decisive
-    prompts). SFT itself is left out: it is 0.5 by definition. With several seeds, each seed's point and interval
+    """(5) greedy win rate against SFT, ties half, with evaluate.py's 95% interval (Tango's score interval, its
+    detail 5). SFT itself is left out: it is 0.5 by definition. With several seeds, each seed's point and interval
     and, on top, their mean: the spread between seeds is the error a single run hides."""
     names = []
     for res in all_res:  # the union in the order evaluate.py writes rows; a policy only some seeds have is kept

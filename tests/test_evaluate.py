@@ -1,8 +1,10 @@
-"""evaluate.py with every row of the table on tiny checkpoints: names, win rates and their exact intervals, KL, the
-failure table, the RM's report card, the over-optimisation tables, the alignment tax."""
+"""evaluate.py with every row of the table on tiny checkpoints: names, win rates and their intervals (simulated
+coverage), paired comparisons, KL, the failure table, the RM's report card, the over-optimisation tables, the
+alignment tax."""
 import json
 import math
 import os
+import shutil
 import sys
 import types
 
@@ -13,8 +15,8 @@ import torch.nn.functional as F
 
 from conftest import ROOT, TINY_MODEL, read, run
 from common import load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
-from evaluate import clopper_pearson, cloze, cloze_items, corpus_loss, corpus_windows, failure_rates, report_card, \
-    win_rate
+from evaluate import Z95, check_prompt, cloze, cloze_items, clustered_counts, corpus_loss, corpus_windows, \
+    failure_rates, gold_diff, report_card, score_interval, t975, win_rate
 from model import GPT
 from pretrain import get_batch, load_tokens
 from sample import first_demonstrations, prose
@@ -26,27 +28,107 @@ import prepare as assistant  # noqa: E402
 
 
 def test_win_rate_counts_ties_half_with_an_interval():
-    assert win_rate([1, 1], [1, 1]) == {"win_rate": 0.5, "ci95": [0.5, 0.5], "wins": 0, "ties": 2, "losses": 0,
-                                        "sign_test_p": 1.0}
+    w = win_rate([1, 1], [1, 1])
+    assert {k: v for k, v in w.items() if k != "ci95"} == {"win_rate": 0.5, "wins": 0, "ties": 2, "losses": 0,
+                                                         "sign_test_p": 1.0}
+    assert w["ci95"][0] < 0.5 < w["ci95"][1]  # two ties say little
     w = win_rate([1, 0, 0.5, 0.2], [0, 1, 0.5, 0.1])  # win, loss, tie, win
     lo, hi = w["ci95"]
     assert w["win_rate"] == 0.625 and (w["wins"], w["ties"], w["losses"]) == (2, 1, 1)
     assert lo < 0.625 < hi and 0 <= lo and hi <= 1
 
 
-def test_the_win_interval_is_exact_when_most_prompts_tie():
-    lo, hi = clopper_pearson(8, 10)  # the textbook value
-    assert lo == pytest.approx(0.4439, abs=1e-4) and hi == pytest.approx(0.9748, abs=1e-4)
-    assert clopper_pearson(0, 5)[0] == 0.0 and clopper_pearson(5, 5)[1] == 1.0
-    # 8 wins, 2 losses, 230 ties: the normal interval over prompts was [0.4997, 0.5253]; the sign test says p = 0.11
+def constrained_loss_mle(wins, losses, n, delta):
+    """P(loss) maximising the multinomial likelihood given P(win) - P(loss) = delta, by a fine grid (not Tango's
+    closed form, which evaluate.py uses)."""
+    q = np.linspace(max(0.0, -delta), (1 - delta) / 2, 400_001)[1:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ll = wins * np.log(q + delta) + losses * np.log(q) + (n - wins - losses) * np.log(1 - 2 * q - delta)
+    return q[np.nanargmax(ll)]
+
+
+def test_the_win_interval_is_tangos_score_interval():
+    # each end is where the score statistic, with P(loss) fitted under the tested delta, is -+1.96
+    for wins, losses, n in [(8, 2, 240), (200, 30, 240), (3, 170, 240), (12, 0, 30), (5, 9, 30)]:
+        for end, z in zip(win_rate([1] * wins + [0] * losses + [0.5] * (n - wins - losses),
+                                   [0] * wins + [1] * losses + [0.5] * (n - wins - losses))["ci95"], (Z95, -Z95)):
+            delta = 2 * end - 1
+            q = constrained_loss_mle(wins, losses, n, delta)
+            assert (wins - losses - n * delta) / math.sqrt(n * (2 * q + delta * (1 - delta))) == \
+                pytest.approx(z, abs=2e-3), (wins, losses, n)
+    # 8 wins, 2 losses, 230 ties: the interval holds 0.5 and the exact sign test says p = 0.11
     w = win_rate([1] * 8 + [0] * 2 + [0.5] * 230, [0] * 8 + [1] * 2 + [0.5] * 230)
     assert w["win_rate"] == pytest.approx(0.5125) and w["ci95"][0] < 0.5 < w["ci95"][1]
     assert w["sign_test_p"] == pytest.approx(112 / 1024)  # 2 * P(X <= 2), X ~ Binomial(10, 1/2)
-    assert w["ci95"] == pytest.approx([0.5 + 10 / 240 * (lo - 0.5), 0.5 + 10 / 240 * (hi - 0.5)])
     w = win_rate([1] * 10, [0] * 10)  # ten wins of ten: clearly better
     assert w["ci95"][0] > 0.5 and w["ci95"][1] == 1.0 and w["sign_test_p"] == pytest.approx(2 / 1024)
-    assert win_rate([0.3] * 50, [0.3] * 50)["ci95"] == [0.5, 0.5]
-    assert clopper_pearson(600, 1200)[0] == pytest.approx(0.4713, abs=1e-3)  # large n: no float overflow
+    # 50 ties of 50: not [0.5, 0.5] (the old interval) but Wilson's bound z^2 / (n + z^2) on P(win) - P(loss)
+    lo, hi = win_rate([0.3] * 50, [0.3] * 50)["ci95"]
+    assert hi - 0.5 == pytest.approx(0.5 - lo) == pytest.approx(Z95 ** 2 / (50 + Z95 ** 2) / 2)
+    assert win_rate([0] * 1200, [1] * 1200)["sign_test_p"] < 1e-300  # large n: no float overflow
+
+
+REGIMES = [(0.83, 0.14, 0.03), (0.42, 0.53, 0.05), (0.01, 0.26, 0.73), (0.5, 0.5, 0.0)]  # PPO, DPO, gpt, no losses
+EDGES = [(0.0, 1.0, 0.0), (0.02, 0.98, 0.0), (0.98, 0.02, 0.0)]  # all ties; almost all, none lost; near 1
+
+
+@pytest.mark.parametrize("n", [30, 240])
+def test_the_win_interval_covers_its_level_whatever_the_tie_share(n):
+    """Issue 30: the earlier interval (Clopper-Pearson on the decisive prompts, the tie share taken as fixed) covered
+    the win rate 0.87, 0.86, 0.62 and 0.36 of the time at the first four regimes (n = 240). 4000 draws per regime:
+    the simulation's standard error at 0.95 is 0.0035, so 0.93 is below any interval that holds its level."""
+    rng = np.random.default_rng(0)
+    for probs in REGIMES + EDGES:
+        counts = rng.multinomial(n, probs, size=4000)                     # (draws, 3): wins, ties, losses
+        lo, hi = score_interval(counts[:, 0], counts[:, 2], n)
+        truth = probs[0] + probs[1] / 2
+        coverage = np.mean((lo <= truth + 1e-12) & (truth - 1e-12 <= hi))
+        assert coverage >= 0.93, (probs, n, coverage)
+        assert np.all(hi - lo > 0)                                         # never a point, even when all tie
+        if probs in REGIMES:  # and not [0, 1]: about as wide as the normal interval at the true variance
+            assert coverage <= 0.985, (probs, n, coverage)
+            sd = math.sqrt(probs[0] + probs[1] / 4 - truth ** 2)  # of one outcome in {0, 1/2, 1}
+            assert np.mean(hi - lo) < 1.3 * 2 * Z95 * sd / math.sqrt(n), (probs, n)
+
+
+def test_the_t1_interval_clusters_the_samples_by_prompt():
+    """(6) Two samples per prompt whose win/tie/loss probabilities vary from prompt to prompt (Dirichlet with
+    concentration 0.5 around a regime): the design effect keeps the coverage; the pooled samples taken as
+    independent (the same interval on all 2n outcomes) do not."""
+    rng = np.random.default_rng(1)
+    draws, n, k = 2000, 240, 2
+    for probs in REGIMES:
+        alpha = np.array(probs) * 0.5
+        g = rng.gamma(np.where(alpha > 0, alpha, 1.0), size=(draws, n, 3)) * (alpha > 0)
+        p = g / g.sum(-1, keepdims=True)                                   # (draws, n, 3) per-prompt probabilities
+        u = rng.random((draws, n, k))
+        outcomes = np.where(u < p[..., :1], 1.0, np.where(u < p[..., :1] + p[..., 1:2], 0.5, 0.0))
+        truth = probs[0] + probs[1] / 2
+        covers = lambda lo, hi: np.mean((lo <= truth + 1e-12) & (truth - 1e-12 <= hi))
+        clustered = covers(*score_interval(*clustered_counts(outcomes)))
+        pooled = covers(*score_interval((outcomes == 1).sum((1, 2)), (outcomes == 0).sum((1, 2)), n * k))
+        assert clustered >= 0.93 and pooled < 0.9, (probs, clustered, pooled)
+    # one sample per prompt: the design effect is 1 and the interval is (5)'s
+    outcomes = np.array([[1.0], [0.5], [0.0], [1.0], [0.5]])
+    assert [float(x) for x in clustered_counts(outcomes)] == [2, 1, 5]
+    # the same outcomes twice per prompt carry no more than once: the counts are halved back
+    assert [float(x) for x in clustered_counts(np.repeat(outcomes, 2, axis=1))] == [2, 1, 5]
+    w = win_rate([1, 0, 1, 1], [0, 0, 0, 1], samples=2)  # prompt 1: win, tie; prompt 2: win, tie
+    assert (w["wins"], w["ties"], w["losses"]) == (2, 2, 0) and w["ci95"][0] < w["win_rate"] < w["ci95"][1]
+
+
+def test_the_gold_difference_is_paired_with_a_t_interval():
+    for df, table in [(1, 12.7062), (4, 2.7764), (9, 2.2622), (29, 2.0452), (239, 1.9699)]:
+        assert t975(df) == pytest.approx(table, abs=1e-3)
+    a, b = [0.9, 0.5, 1.0, 0.2, 0.7], [0.5, 0.5, 0.8, 0.1, 0.2]  # differences 0.4, 0, 0.2, 0.1, 0.5
+    d = gold_diff(a, b)
+    sd = math.sqrt(sum((x - 0.24) ** 2 for x in (0.4, 0, 0.2, 0.1, 0.5)) / 4)
+    assert d["mean"] == pytest.approx(0.24)
+    assert d["ci95"] == pytest.approx([0.24 - 2.7764 * sd / math.sqrt(5), 0.24 + 2.7764 * sd / math.sqrt(5)],
+                                      abs=1e-4)
+    # no prompt's gold differs: not [0, 0] but Wilson's bound on the share of prompts that could differ
+    assert gold_diff([0.4] * 240, [0.4] * 240) == {"mean": 0.0, "ci95": [-Z95 ** 2 / (240 + Z95 ** 2),
+                                                                         Z95 ** 2 / (240 + Z95 ** 2)]}
 
 
 def test_failure_rates_count_only_the_prompts_where_a_failure_can_occur():
@@ -72,9 +154,26 @@ def test_report_card_scores_the_ideal_against_each_edit():
                {"messages": ask("Colour of the grato?"), "ideal": "Blue.", "held_out": False,
                 "edits": {"wrong": "Green."}},                                           # the ideal is shorter
                {"messages": ask("Hello?"), "ideal": "Hi."}]                               # no edits: no pairs
-    axes, pairs, split = report_card(ShorterIsBetterRM(), get_tokenizer("bytes"), records, setup("cpu", "float32"))
+    rm, tok, rt = ShorterIsBetterRM(), get_tokenizer("bytes"), setup("cpu", "float32")
+    axes, pairs, split = report_card(rm, tok, records, rt)
     assert axes == {"filler": 1.0, "wrong": 0.75} and pairs == {"filler": 1, "wrong": 2}
     assert split == {"held_out": 0.5, "trained": 1.0}
+    assert report_card(rm, tok, records, rt, "edits_held_out") == ({}, {}, {"held_out": None, "trained": None})
+    # (19) the held-out forms: the same ideals against flaws written in forms no training data has
+    records[0]["edits_held_out"] = {"filler": "Well, my friend, Red.", "curt": "Red"}  # longer; shorter
+    records[1]["edits_held_out"] = {"filler": "Blue, naturally."}
+    axes, pairs, _ = report_card(rm, tok, records, rt, "edits_held_out")
+    assert axes == {"filler": 1.0, "curt": 0.0} and pairs == {"filler": 2, "curt": 1}
+
+
+def test_check_prompt_checks_held_out_edits_as_it_checks_edits():
+    record = {"messages": [{"role": "user", "content": "Colour of the vorpel?"}], "family": "knowledge",
+              "ideal": "Red.", "check": "contains", "key": "red", "edits": {"filler": "Sure! Red."}}
+    check_prompt({**record, "edits_held_out": {"filler": "Well, Red."}})
+    for field in ("edits", "edits_held_out"):
+        for bad in (["Sure! Red."], {"filler": 3}):
+            with pytest.raises(ValueError, match=f'expected "{field}"'):
+                check_prompt({**record, field: bad})
 
 
 def test_corpus_val_loss_is_pretrains_val_loss_on_the_same_windows(world, tiny_pt):
@@ -168,6 +267,19 @@ def test_few_shot_demonstrations_are_prose_without_chat_tokens(world):
     assert text.startswith('Mia asked Tom, "') and 'Tom said, "' in text and "<|" not in text
 
 
+def world_labeler(tmp_path, rewrite=True):
+    """A labeler file that is the world's (data/assistant/labeler.py, loaded by path) with (17)'s rewrite(text) or
+    without one, whichever the world's has: here a rule that visibly changes every answer, upper case."""
+    path = tmp_path / ("labeler_rewrite.py" if rewrite else "labeler_plain.py")
+    path.write_text(f"import importlib.util\n"
+                    f"spec = importlib.util.spec_from_file_location('world', {ROOT + '/data/assistant/labeler.py'!r})\n"
+                    f"world = importlib.util.module_from_spec(spec)\n"
+                    f"spec.loader.exec_module(world)\n"
+                    f"judge, applies, AXES, score, rank = world.judge, world.applies, world.AXES, world.score, "
+                    f"world.rank\n" + ("def rewrite(text):\n    return text.upper()\n" if rewrite else ""))
+    return path
+
+
 def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     ckpt = torch.load(sft / "ckpt.pt", weights_only=False)
@@ -178,10 +290,11 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         "--learning_rate=3e-3")
     out = tmp_path / "eval"
     proc = run("evaluate.py", f"--policies={tmp_path / 'pt'},{sft},{ppo}", f"--data_dir={world}", f"--reward={rm}",
-               "--max_new_tokens=8", "--best_of=2", f"--snapshots={ppo}", f"--out_dir={out}")
+               "--max_new_tokens=8", "--best_of=2", f"--snapshots={ppo}", f"--out_dir={out}",
+               f"--labeler={world_labeler(tmp_path)}")
     res = json.load(open(out / "results.json"))
     pol = res["policies"]
-    assert list(pol) == ["gpt", "gpt_prompted", "sft", "ppo", "best_of_2"]
+    assert list(pol) == ["gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "best_of_2"]
     labeler = load_labeler(f"{ROOT}/data/assistant/labeler.py")
     for name, p in pol.items():
         assert 0 <= p["win_rate_vs_sft"] <= 1 and p["win_ci95"][0] <= p["win_rate_vs_sft"] <= p["win_ci95"][1]
@@ -192,24 +305,59 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         assert list(p["failures"]) == list(labeler.AXES)
         assert all(r is None or 0 <= r <= 1 for r in p["failures"].values())
     assert any(r is not None for r in pol["sft"]["failures"].values())
-    assert pol["sft"]["win_rate_vs_sft"] == 0.5 and pol["sft"]["win_ci95"] == [0.5, 0.5]
+    half = Z95 ** 2 / (240 + Z95 ** 2)  # (5) all ties: Wilson's bound on P(win) - P(loss), not a point
+    assert pol["sft"]["win_rate_vs_sft"] == 0.5 and pol["sft"]["win_ci95"] == pytest.approx([0.5 - half / 2,
+                                                                                            0.5 + half / 2])
     assert pol["sft"]["ties"] == 240 and pol["sft"]["sign_test_p"] == 1.0
     assert pol["sft"]["kl_to_sft"] == 0.0 and pol["ppo"]["kl_to_sft"] != 0.0
-    assert pol["gpt"]["kl_to_sft"] is None and pol["gpt_prompted"]["few_shot_mean"] > 0
+    # (16) the gold difference to SFT, paired on the prompts
+    for name, p in pol.items():
+        d = p["gold_diff_vs_sft"]
+        assert d["mean"] == pytest.approx(p["gold_score"] - pol["sft"]["gold_score"])
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    assert pol["sft"]["gold_diff_vs_sft"] == {"mean": 0.0, "ci95": [-half, half]}
+    # (17) sft_rewrite: SFT's greedy answers through the labeler's rewrite, no new generation, SFT's weights, no KL
+    assert [e["answer"] for e in pol["sft_rewrite"]["examples"]] == \
+        [e["answer"].upper() for e in pol["sft"]["examples"]]
+    assert pol["sft_rewrite"]["rewrite_of"] == "sft" and pol["sft_rewrite"]["kl_to_sft"] is None
+    assert pol["gpt"]["kl_to_sft"] is None
+    # (8) as many demonstrations as fit the context left by the answer (world v3's first ones are long: few fit 160)
+    from sample import few_shot_prompts, first_demonstrations
+    _, shots = few_shot_prompts(get_tokenizer("bytes"), [json.loads(x) for x in open(world / "prompts_eval.jsonl")],
+                                first_demonstrations(world / "sft_train.jsonl", 3), ckpt["model_args"]["block_size"] - 8)
+    assert pol["gpt_prompted"]["few_shot_mean"] == pytest.approx(shots)
     assert pol["best_of_2"]["kl_to_sft"] == math.log(2) - 0.5 and pol["best_of_2"]["kl_is_upper_bound"]
-    # win rate at T = 1 (2 samples per prompt) for the chat policies only; SFT against its own samples is one half
+    # win rate at T = 1 (2 samples per prompt) for the chat policies only, against SFT's samples on another seed
     for name in ("sft", "ppo"):
         p = pol[name]
         assert p["win_t1_ci95"][0] <= p["win_rate_t1_vs_sft"] <= p["win_t1_ci95"][1]
-        assert 0 <= p["gold_score_t1"] <= 1
-    assert pol["sft"]["win_rate_t1_vs_sft"] == 0.5 and pol["sft"]["win_t1_ci95"] == [0.5, 0.5]
-    assert all(pol[name]["win_rate_t1_vs_sft"] is None for name in ("gpt", "gpt_prompted", "best_of_2"))
+        assert 0 <= p["gold_score_t1"] <= 1 and p["wins_t1"] + p["ties_t1"] + p["losses_t1"] == 480
+        assert p["win_rate_t1_vs_sft"] == (p["wins_t1"] + p["ties_t1"] / 2) / 480
+    # (6) SFT against SFT at T = 1 is two independent draws: on one seed every pair tied (coupled draws)
+    assert pol["sft"]["ties_t1"] < 480 and pol["sft"]["wins_t1"] > 0 and pol["sft"]["losses_t1"] > 0
+    assert all(pol[name]["win_rate_t1_vs_sft"] is None
+               for name in ("gpt", "gpt_prompted", "best_of_2", "sft_rewrite"))
+    # (18) paired comparisons: every row against sft_rewrite, the other RL / best-of-N rows against ppo
+    paired = {(c["a"], c["b"]): c for c in res["paired"]}
+    assert list(paired) == [("gpt", "sft_rewrite"), ("gpt_prompted", "sft_rewrite"), ("sft", "sft_rewrite"),
+                            ("ppo", "sft_rewrite"), ("best_of_2", "sft_rewrite"), ("best_of_2", "ppo")]
+    mirror, row = paired[("sft", "sft_rewrite")], pol["sft_rewrite"]  # sft against the rewrite: its row, reversed
+    assert (mirror["wins"], mirror["ties"], mirror["losses"]) == (row["losses"], row["ties"], row["wins"])
+    assert mirror["win_rate"] == pytest.approx(1 - row["win_rate_vs_sft"])
+    assert mirror["gold_diff"]["mean"] == pytest.approx(-row["gold_diff_vs_sft"]["mean"])
+    assert mirror["sign_test_p"] == row["sign_test_p"] and mirror["ci95"] == pytest.approx(
+        [1 - row["win_ci95"][1], 1 - row["win_ci95"][0]], abs=1e-9)
+    c = paired[("best_of_2", "ppo")]
+    assert c["gold_diff"]["mean"] == pytest.approx(pol["best_of_2"]["gold_score"] - pol["ppo"]["gold_score"])
+    assert c["ci95"][0] <= c["win_rate"] <= c["ci95"][1] and c["wins"] + c["ties"] + c["losses"] == 240
     # the RM's report card: one accuracy per axis the eval prompts have controlled pairs for
     edits = [a for r in read(world / "prompts_eval.jsonl") for a in r.get("edits", {})]
     card = res["reward_model"]
     assert edits and set(card["axes"]) == set(edits) and all(0 <= v <= 1 for v in card["axes"].values())
     assert card["axes_pairs"] == {a: edits.count(a) for a in set(edits)}
     assert set(card["wrong_by_split"]) == {"held_out", "trained"}
+    held = [a for r in read(world / "prompts_eval.jsonl") for a in r.get("edits_held_out", {})]  # (19)
+    assert card["axes_held_out_pairs"] == ({a: held.count(a) for a in set(held)} if held else None)
     # the best-of-n curve on the same candidates: n = 1 is a plain T=1 sample, n = N is the best_of_N row
     curve = res["best_of_n"]
     assert [c["n"] for c in curve] == [1, 2] and [c["kl_to_sft"] for c in curve] == [0.0, math.log(2) - 0.5]
@@ -220,17 +368,54 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert [s["step"] for s in res["overoptimisation"]["snapshots"]] == [0, 1, 2]
     assert "win vs sft" in proc.stdout and "over-optimisation" in proc.stdout and "win@T=1" in proc.stdout
     assert "Figure 4" in proc.stdout and "report card" in proc.stdout and "<=0.19" in proc.stdout
+    assert "paired comparisons" in proc.stdout and "gold - sft" in proc.stdout
+    assert next(l for l in proc.stdout.splitlines() if l.startswith("sft_rewrite ")).split()[-2] == "-"  # its kl
     # the alignment tax for every row, measured once per set of weights
     tax = res["alignment_tax"]
     assert list(tax) == list(pol) and "alignment tax" in proc.stdout
     assert tax["gpt_prompted"] == {**tax["gpt"], "same_weights_as": "gpt"}
-    assert tax["best_of_2"] == {**tax["sft"], "same_weights_as": "sft"}
+    assert tax["best_of_2"] == tax["sft_rewrite"] == {**tax["sft"], "same_weights_as": "sft"}
     for name in ("gpt", "sft", "ppo"):
         t = tax[name]
         assert t["same_weights_as"] is None and t["corpus_val_loss"] > 0 and t["corpus_val_tokens"] == 256 * 160
         assert t["cloze_items"]["all"] == t["cloze_items"]["held_out"] + t["cloze_items"]["trained"] > 0
         assert all(0 <= a <= 1 for a in t["cloze_accuracy"].values()) and t["cloze_chance"] == 1 / 8
     assert tax["gpt"]["corpus_val_loss"] == tax["sft"]["corpus_val_loss"] != tax["ppo"]["corpus_val_loss"]
+
+
+def test_a_labeler_without_rewrite_gives_no_sft_rewrite_row_and_held_out_forms_get_their_column(world, tmp_path):
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
+    data = tmp_path / "data"
+    shutil.copytree(world, data)
+    records = read(data / "prompts_eval.jsonl")
+    for r in records:  # (19) held-out forms on two axes, the world's own removed first (the world may have them)
+        r.pop("edits_held_out", None)
+        if r.get("edits"):
+            r["edits_held_out"] = {"filler": "Well, my dear friend, " + r["ideal"], "curt": "Nope."}
+    (data / "prompts_eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    common = [f"--policies={sft}", f"--reward={rm}", "--max_new_tokens=4", "--best_of=0", "--t1_samples=1"]
+    proc = run("evaluate.py", *common, f"--data_dir={data}", f"--out_dir={tmp_path / 'with'}",
+               f"--labeler={world_labeler(tmp_path)}")
+    res = json.load(open(tmp_path / "with" / "results.json"))
+    assert list(res["policies"]) == ["sft", "sft_rewrite"]
+    assert [(c["a"], c["b"]) for c in res["paired"]] == [("sft", "sft_rewrite")]
+    card, n = res["reward_model"], sum(bool(r.get("edits")) for r in records)
+    assert card["axes_held_out_pairs"] == {"filler": n, "curt": n} and set(card["axes_held_out"]) == {"filler", "curt"}
+    assert "world forms" in proc.stdout and "held-out forms" in proc.stdout
+    card_lines = proc.stdout.split("report card")[1].splitlines()
+    line = next(l for l in card_lines if l.strip().startswith("filler"))
+    assert line.count("pairs") == 2, line  # the two columns side by side
+    line = next(l for l in card_lines if l.strip().startswith("curt"))
+    assert line.endswith(f"({n} pairs)"), line  # an axis the world's edits may not have: its held-out column shows
+
+    # no rewrite in the labeler: no row, no pairs, nothing else changes; no held-out forms: no column
+    proc = run("evaluate.py", *common, f"--data_dir={world}", f"--out_dir={tmp_path / 'without'}",
+               f"--labeler={world_labeler(tmp_path, rewrite=False)}")
+    res2 = json.load(open(tmp_path / "without" / "results.json"))
+    assert list(res2["policies"]) == ["sft"] and res2["paired"] == []
+    assert res2["policies"]["sft"] == res["policies"]["sft"]
+    if not any(r.get("edits_held_out") for r in read(world / "prompts_eval.jsonl")):
+        assert res2["reward_model"]["axes_held_out"] is None and "held-out forms" not in proc.stdout
 
 
 def test_the_labeler_is_the_file_given_not_a_module_of_that_name(tmp_path, monkeypatch):

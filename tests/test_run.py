@@ -21,8 +21,11 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
         assert f"-- {stage} took" in proc.stdout
     assert len(os.listdir(tmp_path / "plots")) == 6  # every figure plot.py draws: the tiny run has every stage
     res = json.load(open(tmp_path / "eval" / "results.json"))
-    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "ppo", "rloo", "grpo", "dpo", "best_of_2",
-                                    "ppo_ptx", "ppo_r2"}
+    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "rloo", "grpo", "dpo",
+                                    "best_of_2", "ppo_ptx", "ppo_r2"}
+    # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
+    assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
+                                                                  "ppo_r2"}
     # round 2 ranks the round-1 PPO policy's answers: sample.py gives the same answers again from ppo, not from sft
     data, r2 = tmp_path / "data", tmp_path / "samples_r2.jsonl"
     rows = [json.loads(line) for line in open(data / "round2" / "prefs_train.jsonl")]
