@@ -325,7 +325,7 @@ def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
                f"--out_dir={tmp_path / 'eval'}")
     assert "ideal" in proc.stdout and "knowledge" in proc.stdout
     res = json.load(open(tmp_path / "eval" / "results.json"))
-    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft"}
+    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite"}  # the rewrite: labeler.rewrite
     assert res["policies"]["sft"]["n_prompts"] == 240 and "refusal" in res["policies"]["sft"]["families"]
 
 
