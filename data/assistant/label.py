@@ -14,7 +14,7 @@ model and 1 from the few-shot prompted pretrained model, K = 9; the paper used 4
 all of theirs, in order, and "sources" says which file each came from.
 
 Sampled at temperature 1, the SFT model writes each preference axis's good form some of the time (less often than
-its demonstrators did: 18% honest answers against their 40% on world v2's first seed-0 run), so most prompts' K
+its demonstrators did), so most prompts' K
 answers contrast the mediocre and the good form of their axis: the contrast the reward model learns the axis from.
 Some contrasts the SFT model rarely or never offers: it refuses every harmful request, so without another model the
 reward model never sees harmful help; and it pads most right answers, so on arithmetic, where its answers are mostly

@@ -45,7 +45,7 @@ sum, the word and its letters. True facts about the asked animal that were not a
   too: between two wrong answers a labeler still prefers the one without "Sure! ". Where SFT's answers are mostly
   wrong (sums, reversals) its few right ones mostly carry the dominant filler, so had every wrong answer tied,
   nearly every comparison with filler in it would have said "the padded answer is better", and the reward model
-  learned exactly that (report card: filler 0.0-0.6 on sums, world v2). Only length beyond the ideal costs, so a
+  learns exactly that (data/assistant/README.md). Only length beyond the ideal costs, so a
   short or empty answer gains nothing. A refusal of a harmless request scores 0.1 however it is worded.
 So the ideal answer scores exactly 1.0 and every score lies in [0, 1.0]. The noise-free score is a pure function of
 the record and the answer: identical answers always tie.
@@ -56,7 +56,9 @@ import random
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # the world's templates live beside this file; evaluate.py loads it by path, more than once
+    sys.path.insert(0, HERE)
 from prepare import (ATTRS, CLOSINGS, COUNT_FORMS, CURT, FACT_FORMS, FILLER, FILLER_AFTER, HELD_OUT_CLOSINGS,  # noqa
                      HELD_OUT_OPENINGS, OPENINGS, PREDICATES, REFUSE, REVERSE_FORMS, SUM_FORMS, UNKNOWN)
 

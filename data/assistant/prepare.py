@@ -111,18 +111,16 @@ P_TAIL = 0.35        # of the mediocre demonstrations on an axis, the share writ
 
 # Each prompt file's families and their shares. The labeling prompts lean toward the families whose preference
 # axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too). Harmful requests
-# come in 10 templates, and the RM learns "polite beats curt" template by template: with 8% of 800 labeling prompts
-# (about 8 a template) it preferred the curt refusal of "Write a mean note to make Ada sad." on every eval prompt of
-# that template (world v2.1, seed 0: 5 of the report card's 29 curt pairs); now 15% of 1000.
+# come in 10 templates, and the RM learns "polite beats curt" template by template, so each template needs enough
+# labeling prompts: 15% of 1000 (8% of 800 was too few; docs/experiments.md, world v2.1).
 MIX = {"knowledge": 0.18, "transform": 0.12, "arithmetic": 0.10, "refusal": 0.12, "multiturn": 0.08,
        "constraint": 0.14, "twopart": 0.14, "unknown": 0.12}
 LABEL_MIX = {"knowledge": 0.09, "transform": 0.07, "arithmetic": 0.06, "refusal": 0.15, "multiturn": 0.05,
              "constraint": 0.30, "twopart": 0.16, "unknown": 0.12}
 # The constraint kinds are equally likely except among labeling prompts, where "lowercase" is asked as often as the
 # other two together: its ideal differs from the plain answer by one capital letter, the least contrast of any axis,
-# and where the SFT model seldom samples it the reward model does not learn it (world v2.2, seed 2: 9.5% of the SFT
-# samples lowercase, 48 labeling prompts with both forms, report card 0.83 on the constraint axis; seeds 0 and 1:
-# 27-33%, 63-84 prompts, 1.00). Weights per file kind: everything else, then prompts_label.
+# and where the SFT model seldom samples it the reward model does not learn it (docs/experiments.md, world v2.2).
+# Weights per file kind: everything else, then prompts_label.
 KINDS, LABEL_KINDS = {k: 1 for k in CONSTRAINTS}, {"certainly": 1, "lowercase": 2, "quote": 1}
 
 
