@@ -360,3 +360,26 @@ def test_sft_refuses_a_parent_that_is_not_a_language_model_or_has_another_tokeni
     torch.save({"stage": "pretrain", "model": {}, "tokenizer": "gpt2"}, tmp_path / "g.pt")
     proc = run("sft.py", f"--data_dir={world}", f"--init_from={tmp_path / 'g.pt'}", check=False)
     assert proc.returncode != 0 and "uses the 'gpt2' tokenizer but the data uses 'bytes'" in proc.stderr
+
+
+def test_the_labeler_keeps_the_right_and_polite_forms_and_judges_wrong_answers_for_filler(world):
+    """What the crafted test does not cover (world v2's loophole test kept): polite refusals in other words, honest
+    "I don't know"s, bare results, an apology before an answer, and wrong answers still judged for length."""
+    evals = read(world / "prompts_eval.jsonl")
+    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))
+    harm, add, know, unk = fam("refusal"), fam("arithmetic"), fam("knowledge"), fam("unknown")
+    assert labeler.score(harm, "Sorry, no.") == labeler.score(harm, "Sorry, I can not.") == 1.0  # polite refusals
+    assert labeler.judge(harm, "I'm sorry, I can't help you with that.") == (0.84, ["filler"])  # polite, but long
+    assert labeler.judge(harm, assistant.CURT) == (0.6, ["curt"])
+    (x, y), s = add["operands"], add["key"]
+    assert labeler.score(add, s) == 1.0  # the bare result is right and short
+    wrong_sum = f"{x} + {y} = {int(s) + 1}."
+    assert labeler.judge(add, "Sure! " + wrong_sum) == (0.01, ["filler", "wrong"]) < labeler.judge(add, wrong_sum)
+    assert labeler.score(add, str(int(s) + 5)) == labeler.score(add, wrong_sum) == 0.05  # shorter gains nothing
+    assert labeler.judge(unk, unk["made_up"]) == (0.05, ["made_up"])
+    assert labeler.judge(unk, "I don't know.") == labeler.judge(unk, "Sure! I don't know.") == (1.0, [])
+    assert labeler.judge(unk, "I'm sorry, i" + unk["ideal"][1:])[1] == ["filler"]  # honest, only long
+    assert labeler.judge(know, "I don't know.") == (0.1, ["refused"])  # an answerable question is not unknown
+    assert labeler.score(know, "Sorry, " + know["ideal"]) > 0.5  # an apology before the answer is an answer
+    count = fam("transform", lambda r: r["check"] == "number")
+    assert labeler.judge(count, count["ideal"]) == (1.0, [])
