@@ -4,6 +4,7 @@ Compare policies on held-out prompts by the labeler's gold score, the measure no
     python evaluate.py --policies=out/pretrain,out/sft              # table on stdout, numbers in out/eval/results.json
     python evaluate.py --policies=out/pretrain,out/sft,out/ppo,out/dpo --reward=out/reward --snapshots=out/ppo
     python evaluate.py --policies=out/sft,out/sft_scratch --out_dir=out/eval_ablation
+    python evaluate.py --combine=out/eval,out/seed_1/eval,out/seed_2/eval --out_dir=out/eval_seeds  # over seeds (21)
 
 Details implemented here:
  1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), generated in batches through the same
@@ -68,7 +69,10 @@ Details implemented here:
     The KL here is from one T = 1 sample per prompt (cheaper, and noisier than the rows' t1_samples).
 11. InstructGPT's Figure 4 in miniature: for each failure the labeler recognises (labeler.AXES: ignores the system
     message's constraint, helps with a harmful request, makes up an answer, ...), its rate among the prompts where
-    it can occur (labeler.applies(record)), from the reasons judge gives for each policy's greedy answers.
+    it can occur (labeler.applies(record)), from the reasons judge gives for each policy's greedy answers. Beside it,
+    the same rates on turn 1 against turns 3-5 of a conversation (record["turn"]), and the rate of helping with a
+    harmful request under a system message: an assistant keeps its context and its safety across turns, and a rule
+    on form ("answer in lowercase") never licenses harm (InstructGPT, ChatGPT).
 12. With --reward, the RM's report card (RewardBench, Lambert et al. 2024): controlled pairs from prompts_eval.jsonl,
     a prompt's ideal answer against the same answer with exactly one thing the labeler dislikes
     (record["edits"][axis]), both scored as finished answers; the accuracy per axis is the share of pairs where the
@@ -121,6 +125,13 @@ Details implemented here:
     world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains
     axes_held_out and axes_held_out_pairs (None when no record has edits_held_out), printed beside the world's
     forms.
+20. What the gain is made of (issue 30): each row but sft against SFT's greedy answers, per axis of labeler.AXES, on
+    the prompts where only one of the two answers has it: wins (only SFT's), losses (only the row's), and the gold
+    difference summed over those prompts (gain_by_axis in results.json; a prompt can differ on several axes).
+21. --combine=DIR,DIR,...: one seed is a hypothesis; the headline is the mean over seeds (run.sh --seed=N) with an
+    interval that includes the between-seed variance, mean +- t975(n - 1) sd / sqrt(n) over the per-seed values of
+    gold, gold - sft (16) and the win rates against sft and sft_rewrite, for each row in every DIR/results.json.
+    Loads no model; writes out_dir/combined.json.
 """
 
 import glob
@@ -155,7 +166,8 @@ class Config:
     few_shot: int = 3                         # demonstrations before the prompt for the gpt_prompted row (8); 0 = none
     snapshots: str = ""                       # a PPO run directory whose iter_*.pt snapshots to evaluate (10)
     corpus_windows: int = 256                 # first windows of val.bin (one context each) for the corpus loss (13)
-    out_dir: str = "out/eval"                # results.json goes here
+    out_dir: str = "out/eval"                # results.json goes here (combined.json with --combine)
+    combine: str = ""                         # eval out_dirs of 2+ seeds, comma-separated: their mean (21), no model
     max_new_tokens: int = 64                 # answer length limit
     batch_size: int = 64                     # prompts per generation batch
     seed: int = 1337
@@ -352,6 +364,44 @@ def failure_rates(labeler, records, reasons):
     return rates
 
 
+def gain_by_axis(axes, reasons, sft_reasons, golds, sft_golds):
+    """(20) What a row's gain over SFT is made of: for each axis, on the prompts where exactly one of the two answers
+    has it among its reasons (one list per prompt, from labeler.judge), {wins: only SFT's has it, losses: only the
+    row's, gold_diff_sum: the row's gold minus SFT's summed over those prompts}."""
+    gain = {}
+    for axis in axes:
+        won = [i for i, (a, b) in enumerate(zip(reasons, sft_reasons)) if axis in b and axis not in a]
+        lost = [i for i, (a, b) in enumerate(zip(reasons, sft_reasons)) if axis in a and axis not in b]
+        gain[axis] = {"wins": len(won), "losses": len(lost),
+                      "gold_diff_sum": sum(golds[i] - sft_golds[i] for i in won + lost)}
+    return gain
+
+
+def prompt_turn(record):
+    """(11) Which user turn of its conversation a prompt is: the record's "turn", else its user messages (older
+    files)."""
+    return record.get("turn", sum(m["role"] == "user" for m in record["messages"]))
+
+
+def failures_by_turn(labeler, records, reasons):
+    """(11) failure_rates on the first turn and on the 3rd to 5th: does the policy keep the system message's rule
+    and its safety deep in a dialogue? Also the prompts per axis in each group (the rates' denominators)."""
+    groups = {"first": lambda t: t == 1, "later": lambda t: t >= 3}
+    rates, counts = {}, {}
+    for name, keep in groups.items():
+        picked = [(r, why) for r, why in zip(records, reasons) if keep(prompt_turn(r))]
+        rates[name] = failure_rates(labeler, [r for r, _ in picked], [why for _, why in picked])
+        counts[name] = {a: sum(a in labeler.applies(r) for r, _ in picked) for a in labeler.AXES}
+    return rates, counts
+
+
+def harmful_under_system(records, reasons):
+    """(11) The share of harmful requests under a system message (record["constraint"]) that the answer helps with:
+    a rule on form never licenses harm. None when there is no such prompt."""
+    hits = ["harmful" in why for r, why in zip(records, reasons) if r["family"] == "refusal" and r.get("constraint")]
+    return {"rate": sum(hits) / len(hits) if hits else None, "n": len(hits)}
+
+
 def report_card(rm, tok, records, rt, field="edits"):
     """(12, 19) The RM on controlled pairs: each record's ideal answer against each of its edits (the ideal with one
     flaw, record[field][axis]: "edits" in the world's forms, "edits_held_out" in forms no training data has), all
@@ -491,8 +541,91 @@ def fmt(x, spec=".3f"):
     return "-" if x is None else format(x, spec)
 
 
+def write_json(path, obj):
+    """Write atomically (a temporary file, then os.replace): a run killed while writing leaves the old file whole."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+COMBINED = {"gold_score": "gold score", "gold_diff_vs_sft": "gold - sft, paired on the prompts (16)",
+            "win_rate_vs_sft": "win rate vs sft (5)", "win_rate_vs_sft_rewrite": "win rate vs sft_rewrite (18)"}
+
+
+def mean_over_seeds(values):
+    """(21) {mean, ci95, per_seed} of one number's values, one per seed: Student's t interval over the seeds, mean
+    +- t975(n - 1) sd / sqrt(n), so the between-seed variance is in it. No mean where a seed has no value (None)."""
+    if None in values:
+        return {"mean": None, "ci95": None, "per_seed": values}
+    n, mean = len(values), sum(values) / len(values)
+    half = t975(n - 1) * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": values}
+
+
+def combine(dirs):
+    """(21) The results.json of each eval directory (one per seed) -> {dirs, t975, policies: {row: {number:
+    mean_over_seeds}}, not_in_every_run} for each row present in all of them. Bad input stops here, before anything
+    is written, with the path and what to run."""
+    again = "run python evaluate.py --policies=... --out_dir=DIR for each seed (bash run.sh --seed=N does)"
+    if len(dirs) < 2:
+        raise SystemExit(f"--combine needs the eval directories of 2 or more seeds, got {len(dirs)} "
+                         f"({','.join(dirs) or 'none'}): one seed is a hypothesis; {again}; nothing was written")
+    runs = []
+    for d in dirs:
+        path = os.path.join(d, "results.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{path} not found: {again}; nothing was written")
+        try:
+            with open(path) as f:
+                res = json.load(f)
+            ok = isinstance(res["settings"], dict) and res["policies"] and \
+                all(isinstance(p["gold_score"], (int, float)) for p in res["policies"].values())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            ok = False
+        if not ok:
+            raise SystemExit(f"{path} is not a results.json of evaluate.py (no settings, or no rows with a "
+                             f"gold_score): {again}; nothing was written")
+        runs.append(res)
+    names = [k for k in runs[0]["policies"] if all(k in r["policies"] for r in runs)]
+    if not names:
+        raise SystemExit(f"no row is in every one of {', '.join(dirs)}: evaluate the same policies on each seed; "
+                         f"nothing was written")
+
+    def numbers(res, name):  # one seed's numbers for a row; None where that run has none
+        row = res["policies"][name]
+        return {"gold_score": row["gold_score"], "gold_diff_vs_sft": (row.get("gold_diff_vs_sft") or {}).get("mean"),
+                "win_rate_vs_sft": row.get("win_rate_vs_sft"),
+                "win_rate_vs_sft_rewrite": next((c["win_rate"] for c in res.get("paired", [])
+                                                 if c["a"] == name and c["b"] == "sft_rewrite"), None)}
+
+    per_seed = {k: [numbers(res, k) for res in runs] for k in names}
+    return {"dirs": list(dirs), "t975": t975(len(dirs) - 1),
+            "policies": {k: {m: mean_over_seeds([v[m] for v in per_seed[k]]) for m in COMBINED} for k in names},
+            "not_in_every_run": sorted({k for r in runs for k in r["policies"]} - set(names))}
+
+
 if __name__ == "__main__":
     cfg = parse_config(Config)
+    if cfg.combine:  # (21) the mean over seeds of runs already evaluated: no model, no labeler
+        combined = combine([d for d in cfg.combine.split(",") if d])
+        print(f"mean over {len(combined['dirs'])} seeds ({', '.join(combined['dirs'])}), 95% t interval over the "
+              f"seeds (t = {combined['t975']:.3f}): the between-seed variance is in it")
+        for m, title in COMBINED.items():
+            if all(v[m]["per_seed"] == [None] * len(combined["dirs"]) for v in combined["policies"].values()):
+                continue  # no run has this number (no sft_rewrite row, say)
+            sign = "+" if m == "gold_diff_vs_sft" else ""
+            print(f"\n{title}\n{'policy':<14}{'mean [95% CI over seeds]':>30}   per seed")
+            for name, v in combined["policies"].items():
+                c, each = v[m], " ".join(fmt(x, sign + ".3f") for x in v[m]["per_seed"])
+                cell = "-" if c["mean"] is None else \
+                    f"{c['mean']:{sign}.3f} [{c['ci95'][0]:{sign}.3f}, {c['ci95'][1]:{sign}.3f}]"
+                print(f"{name:<14}{cell:>30}   {each}")
+        if combined["not_in_every_run"]:
+            print(f"\nnot in every run, left out: {', '.join(combined['not_in_every_run'])}")
+        write_json(os.path.join(cfg.out_dir, "combined.json"), combined)
+        print(f"\nwrote {os.path.join(cfg.out_dir, 'combined.json')}")
+        raise SystemExit(0)
     if cfg.t1_samples < 1:  # (6) the KL to SFT is estimated from these samples
         raise SystemExit(f"--t1_samples must be at least 1 (got {cfg.t1_samples}): the KL to SFT and the win rate at "
                          f"T=1 are measured on them; nothing was written")
@@ -532,7 +665,7 @@ if __name__ == "__main__":
             if i == 0:
                 rm, rm_ckpt, results["reward_model"] = other, other_ckpt, card
     demos = first_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), cfg.few_shot) if cfg.few_shot else []
-    policies, golds = {}, {}  # name -> (checkpoint or None, path); name -> gold score per prompt
+    policies, golds, reasons_of = {}, {}, {}  # name -> (checkpoint or None, path); gold per prompt; reasons per prompt
 
     def add_row(name, ckpt, path, texts, finished, kl=None, **extra):
         tok = get_tokenizer(ckpt["tokenizer"])
@@ -541,13 +674,16 @@ if __name__ == "__main__":
         results["alignment_tax"][name] = {**results["alignment_tax"][same], "same_weights_as": same} if same else \
             alignment_tax(ckpt, corpus, meta["tokenizer"], items, cfg, rt)  # (13, 14)
         judged = [labeler.judge(r, t) for r, t in zip(records, texts)]  # (3) (score, reasons), once per answer
-        golds[name] = [score for score, _ in judged]
+        golds[name], reasons = [score for score, _ in judged], [why for _, why in judged]
+        reasons_of[name] = reasons
         res = results["policies"][name] = {
             "checkpoint": path, "gold_score": sum(golds[name]) / len(records), "n_prompts": len(records),
             "win_rate_vs_sft": None, "win_ci95": None, "wins": None, "ties": None, "losses": None,
             "sign_test_p": None, "win_rate_t1_vs_sft": None, "win_t1_ci95": None, "gold_score_t1": None,
             "rm_score": None, "kl_to_sft": kl, "mean_len": sum(len(t) for t in texts) / len(texts), **extra,
-            "failures": failure_rates(labeler, records, [why for _, why in judged]),  # (11)
+            "failures": failure_rates(labeler, records, reasons),  # (11)
+            "failures_by_turn": failures_by_turn(labeler, records, reasons)[0],  # (11) turn 1 / turns 3-5
+            "harmful_under_system": harmful_under_system(records, reasons),  # (11)
             "families": {f: v for f, v in summary(golds[name]).items() if f != "all"},
             "examples": [{"prompt": r["messages"][-1]["content"], "answer": t}
                          for r, t in list(zip(records, texts))[:8]]}
@@ -591,6 +727,9 @@ if __name__ == "__main__":
         res.update(win_rate_vs_sft=w["win_rate"], win_ci95=w["ci95"], wins=w["wins"], ties=w["ties"],
                    losses=w["losses"], sign_test_p=w["sign_test_p"],
                    gold_diff_vs_sft=gold_diff(golds[name], golds[sft_name]))  # (16)
+        if name != sft_name:  # (20) what the gain over SFT is made of
+            res["gain_by_axis"] = gain_by_axis(labeler.AXES, reasons_of[name], reasons_of[sft_name], golds[name],
+                                               golds[sft_name])
         # (6) the base model reads another format; sft_rewrite is a rule on greedy answers, nothing to sample (17)
         if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain" and not res.get("rewrite_of"):
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
@@ -654,6 +793,30 @@ if __name__ == "__main__":
     print(f"{'(prompts)':<14}" + "".join(f"{results['failure_prompts'][a]:>12}" for a in axes))
     for a in axes:
         print(f"  {a}: {labeler.AXES[a]}")
+    # (11) the same rates on the first turn beside turns 3-5 of a conversation, and harm under a system message
+    ideal_reasons = [why for _, why in ideal_judged]
+    ideal_turns, results["failure_prompts_by_turn"] = failures_by_turn(labeler, records, ideal_reasons)
+    counts = results["failure_prompts_by_turn"]
+    print("\nthe same rates by the prompt's turn in its conversation: turn 1 / turns 3-5")
+    print(f"{'policy':<14}" + "".join(f"{a:>13}" for a in axes))
+    rows = [(k, v["failures_by_turn"]) for k, v in results["policies"].items()] + [("ideal", ideal_turns)]
+    for name, rates in rows:
+        print(f"{name:<14}" + "".join(f"{fmt(rates['first'][a], '.2f') + '/' + fmt(rates['later'][a], '.2f'):>13}"
+                                      for a in axes))
+    print(f"{'(prompts)':<14}" + "".join(f"{str(counts['first'][a]) + '/' + str(counts['later'][a]):>13}"
+                                         for a in axes))
+    ideal_harm = harmful_under_system(records, ideal_reasons)
+    print(f"harmful requests under a system message ({ideal_harm['n']} prompts): the rate the answer helps")
+    for name, h in [(k, v["harmful_under_system"]) for k, v in results["policies"].items()] + \
+            [("ideal", ideal_harm)]:
+        print(f"{name:<14}{fmt(h['rate']):>12}")
+    gains = [(k, v["gain_by_axis"]) for k, v in results["policies"].items() if "gain_by_axis" in v]
+    if gains:  # (20) what the gain over SFT is made of
+        print(f"\nwhat the gain over {sft_name} is made of: per failure, the prompts where only {sft_name}'s greedy "
+              f"answer has it (w) / only the row's (l)")
+        print(f"{'policy':<14}" + "".join(f"{a:>12}" for a in axes))
+        for name, g in gains:
+            print(f"{name:<14}" + "".join(f"{str(g[a]['wins']) + '/' + str(g[a]['losses']):>12}" for a in axes))
 
     # (13, 14) the alignment tax: the pretraining distribution without the chat format, gpt's numbers the reference
     tax, ref = results["alignment_tax"], results["alignment_tax"].get("gpt")
@@ -734,6 +897,4 @@ if __name__ == "__main__":
               f"{rm_ckpt['length_baseline_accuracy']:.3f}). On those {n_max} samples per prompt: Spearman(RM, gold) "
               f"{stats['spearman_within_prompt']:.3f} within a prompt (mean over {len(within)} prompts whose "
               f"samples differ in gold), {stats['spearman_all']:.3f} across all")
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    with open(os.path.join(cfg.out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    write_json(os.path.join(cfg.out_dir, "results.json"), results)

@@ -39,8 +39,8 @@ def test_pretrain_two_ranks_equal_one_process_with_the_same_global_batch(pycode,
 def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_pt, tmp_path):
     pt = tiny_pt
     # dropout 0: two ranks draw their dropout masks from other streams than one process does
-    common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--dropout=0",
-              "--eval_interval=1000", "--learning_rate=3e-3"]
+    common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--grad_accum=1",
+              "--dropout=0", "--eval_interval=1000", "--learning_rate=3e-3"]
     sft_data = tmp_path / "small"  # the first 64 demonstrations: 4 steps of 16
     sft_data.mkdir()
     for name in ("sft_train.jsonl", "sft_val.jsonl"):

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from conftest import ROOT, TINY_MODEL, read, run
 from common import load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
 from evaluate import Z95, check_prompt, cloze, cloze_items, clustered_counts, corpus_loss, corpus_windows, \
-    failure_rates, gold_diff, report_card, score_interval, t975, win_rate
+    failure_rates, failures_by_turn, gain_by_axis, gold_diff, harmful_under_system, report_card, score_interval, \
+    t975, win_rate
 from model import GPT
 from pretrain import get_batch, load_tokens
 from sample import first_demonstrations, prose
@@ -139,6 +140,115 @@ def test_failure_rates_count_only_the_prompts_where_a_failure_can_occur():
     assert failure_rates(labeler, records, reasons) == {"harmful": 1.0, "wrong": 0.5, "constraint": None}
 
 
+def test_failures_split_by_turn_and_harm_under_a_system_message():
+    labeler = types.SimpleNamespace(AXES={"constraint": "ignores", "filler": "pads", "harmful": "helps"},
+                                    applies=lambda record: record["applies"])
+    user = {"role": "user", "content": "q"}
+    records = [
+        {"family": "knowledge", "turn": 1, "applies": ["filler"], "messages": [user]},
+        {"family": "knowledge", "turn": 4, "applies": ["filler"], "messages": [user]},  # a 4th turn's filler
+        {"family": "knowledge", "turn": 2, "applies": ["filler"], "messages": [user]},  # turn 2: in neither group
+        {"family": "refusal", "constraint": "lowercase", "applies": ["filler", "harmful", "constraint"],  # no "turn":
+         "messages": [{"role": "system", "content": "s"}] + [user, {"role": "assistant", "content": "a"}] * 2 + [user]},
+        {"family": "refusal", "turn": 1, "applies": ["harmful"], "messages": [user]},  # no system message
+    ]
+    reasons = [[], ["filler"], ["filler"], ["harmful"], ["harmful"]]
+    rates, counts = failures_by_turn(labeler, records, reasons)
+    assert rates == {"first": {"constraint": None, "filler": 0.0, "harmful": 1.0},
+                     "later": {"constraint": 0.0, "filler": 0.5, "harmful": 1.0}}  # the record without turn is 3rd
+    assert counts == {"first": {"constraint": 0, "filler": 1, "harmful": 1},
+                      "later": {"constraint": 1, "filler": 2, "harmful": 1}}
+    assert harmful_under_system(records, reasons) == {"rate": 1.0, "n": 1}  # the unconstrained refusal is not in it
+    assert harmful_under_system(records, [[]] * 5) == {"rate": 0.0, "n": 1}
+    assert harmful_under_system(records[:3], reasons[:3]) == {"rate": None, "n": 0}
+
+
+def test_the_gain_by_axis_counts_the_prompts_where_only_one_answer_has_the_failure():
+    reasons = [[], ["wrong"], ["filler"], ["filler", "wrong"], []]                 # the row's answers
+    sft_reasons = [["filler"], [], ["filler"], ["wrong"], ["filler", "harmful"]]  # SFT's on the same prompts
+    golds, sft_golds = [1.0, 0.2, 0.5, 0.3, 0.9], [0.5, 0.6, 0.5, 0.4, 0.1]
+    gain = gain_by_axis(["filler", "wrong", "harmful", "constraint"], reasons, sft_reasons, golds, sft_golds)
+    assert list(gain) == ["filler", "wrong", "harmful", "constraint"]
+    # filler: won on prompts 0 and 4, lost on 3, prompt 2 has it in both answers (no difference there)
+    assert {a: (g["wins"], g["losses"]) for a, g in gain.items()} == {"filler": (2, 1), "wrong": (0, 1),
+                                                                      "harmful": (1, 0), "constraint": (0, 0)}
+    assert gain["filler"]["gold_diff_sum"] == pytest.approx(0.5 - 0.1 + 0.8)  # prompts 0, 3 and 4
+    assert gain["wrong"]["gold_diff_sum"] == pytest.approx(-0.4) and gain["harmful"]["gold_diff_sum"] == \
+        pytest.approx(0.8) and gain["constraint"]["gold_diff_sum"] == 0
+    assert all(g["wins"] == g["losses"] == 0 for g in gain_by_axis(["filler"], reasons, reasons, golds,
+                                                                    golds).values())  # against itself: nothing
+
+
+def seed_results(ppo_gold, ppo_diff, ppo_win, ppo_vs_rewrite, extra=None):
+    """A tiny results.json as evaluate.py writes it: sft, sft_rewrite and ppo rows, ppo against sft_rewrite."""
+    row = lambda gold, diff, win: {"gold_score": gold, "win_rate_vs_sft": win, "win_ci95": [0.0, 1.0],
+                                   "gold_diff_vs_sft": {"mean": diff, "ci95": [diff - 0.1, diff + 0.1]}}
+    policies = {"sft": row(0.5, 0.0, 0.5), "sft_rewrite": row(0.55, 0.05, 0.6),
+                "ppo": row(ppo_gold, ppo_diff, ppo_win), **(extra or {})}
+    return {"policies": policies, "settings": {"seed": 1337},
+            "paired": [{"a": "sft", "b": "sft_rewrite", "win_rate": 0.4},
+                       {"a": "ppo", "b": "sft_rewrite", "win_rate": ppo_vs_rewrite}]}
+
+
+def test_combine_gives_the_mean_over_seeds_with_a_t_interval_over_the_seeds(tmp_path):
+    seeds = [seed_results(0.60, 0.10, 0.70, 0.55), seed_results(0.66, 0.14, 0.80, 0.50),
+             seed_results(0.75, 0.20, 0.90, 0.62, extra={"dpo": {"gold_score": 0.4}})]  # dpo: one seed only
+    dirs = []
+    for i, res in enumerate(seeds):
+        d = tmp_path / f"seed_{i}" / "eval"
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(res))
+        dirs.append(str(d))
+    out = tmp_path / "combined"
+    proc = run("evaluate.py", f"--combine={','.join(dirs)}", f"--out_dir={out}")
+    combined = json.load(open(out / "combined.json"))
+    assert os.listdir(out) == ["combined.json"]  # written atomically: no temporary file left
+    assert combined["dirs"] == dirs and list(combined["policies"]) == ["sft", "sft_rewrite", "ppo"]
+    assert combined["not_in_every_run"] == ["dpo"]
+
+    def interval(values):  # mean +- t_{0.975, n-1} sd / sqrt(n), t from the table (2 degrees of freedom)
+        m = sum(values) / 3
+        half = 4.3027 * math.sqrt(sum((v - m) ** 2 for v in values) / 2) / math.sqrt(3)
+        return m, [m - half, m + half]
+
+    ppo = combined["policies"]["ppo"]
+    for key, values in [("gold_score", [0.60, 0.66, 0.75]), ("gold_diff_vs_sft", [0.10, 0.14, 0.20]),
+                        ("win_rate_vs_sft", [0.70, 0.80, 0.90]), ("win_rate_vs_sft_rewrite", [0.55, 0.50, 0.62])]:
+        mean, ci = interval(values)
+        assert ppo[key]["per_seed"] == values
+        assert ppo[key]["mean"] == pytest.approx(mean) and ppo[key]["ci95"] == pytest.approx(ci, abs=1e-4)
+    # sft against itself is 0.5 on every seed: no width; sft_rewrite has no win rate against itself
+    assert combined["policies"]["sft"]["win_rate_vs_sft"] == {"mean": 0.5, "ci95": [0.5, 0.5],
+                                                              "per_seed": [0.5, 0.5, 0.5]}
+    assert combined["policies"]["sft_rewrite"]["win_rate_vs_sft_rewrite"] == {"mean": None, "ci95": None,
+                                                                              "per_seed": [None, None, None]}
+    # printed: per number a table, each row's mean, its interval and the per-seed values on one line
+    gold = proc.stdout.split("gold score\n")[1].split("\n\n")[0]
+    line = next(l for l in gold.splitlines() if l.startswith("ppo "))
+    mean, ci = interval([0.60, 0.66, 0.75])
+    assert line.split() == ["ppo", f"{mean:.3f}", f"[{ci[0]:.3f},", f"{ci[1]:.3f}]", "0.600", "0.660", "0.750"]
+    diff = proc.stdout.split("gold - sft")[1]
+    assert next(l for l in diff.splitlines() if l.startswith("ppo ")).split()[-3:] == ["+0.100", "+0.140", "+0.200"]
+    assert "win rate vs sft_rewrite" in proc.stdout and "dpo" in proc.stdout.split("not in every run")[1]
+
+
+def test_combine_refuses_a_missing_run_a_single_seed_and_a_file_not_of_evaluate(tmp_path):
+    good = tmp_path / "seed_0"
+    good.mkdir()
+    (good / "results.json").write_text(json.dumps(seed_results(0.6, 0.1, 0.7, 0.5)))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.json").write_text(json.dumps({"metrics": {"loss": 1.0}}))  # some other tool's results.json
+    out = tmp_path / "combined"
+    for dirs, says in [([good, tmp_path / "nowhere"], f"{tmp_path / 'nowhere' / 'results.json'} not found"),
+                       ([good], "needs the eval directories of 2 or more seeds, got 1"),
+                       ([good, other], f"{other / 'results.json'} is not a results.json of evaluate.py")]:
+        proc = run("evaluate.py", f"--combine={','.join(map(str, dirs))}", f"--out_dir={out}", check=False)
+        assert proc.returncode == 1 and says in proc.stderr, proc.stderr
+        assert "run python evaluate.py" in proc.stderr and "nothing was written" in proc.stderr
+        assert not out.exists()
+
+
 class ShorterIsBetterRM(torch.nn.Module):
     """A stand-in reward model: minus the sequence's length (a tie when two answers are as long)."""
     gpt = types.SimpleNamespace(config=types.SimpleNamespace(block_size=256))
@@ -202,7 +312,7 @@ def test_cloze_items_are_the_corpus_sentences_of_every_fact_the_prompts_state(wo
     world_map, _, docs, held = assistant.build(0)  # the fixture's world (seed 0)
     text = " ".join(docs)
     held_facts = {tuple(f) for f in held["facts"]}
-    asked = {r["ideal"] for r in records if r["family"] == "knowledge" and r.get("held_out")}
+    asked = {r.get("plain", r["ideal"]) for r in records if r["family"] == "knowledge" and r.get("held_out")}
     facts = set()
     for context, endings, label, held_out in items:
         animal = context.split(" ")[1]
@@ -305,6 +415,27 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         assert list(p["failures"]) == list(labeler.AXES)
         assert all(r is None or 0 <= r <= 1 for r in p["failures"].values())
     assert any(r is not None for r in pol["sft"]["failures"].values())
+    # (11) the failure rates on turn 1 and on turns 3-5, and harm under a system message
+    eval_records = read(world / "prompts_eval.jsonl")
+    later = [r for r in eval_records if r["turn"] >= 3]
+    system_harm = [r for r in eval_records if r["family"] == "refusal" and r.get("constraint")]
+    counts = res["failure_prompts_by_turn"]
+    assert later and counts["later"] == {a: sum(a in labeler.applies(r) for r in later) for a in labeler.AXES}
+    assert counts["first"] == {a: sum(a in labeler.applies(r) for r in eval_records if r["turn"] == 1)
+                               for a in labeler.AXES}
+    for name, p in pol.items():
+        for group in ("first", "later"):
+            assert list(p["failures_by_turn"][group]) == list(labeler.AXES)
+            assert all((r is None) == (counts[group][a] == 0) for a, r in p["failures_by_turn"][group].items())
+        h = p["harmful_under_system"]
+        assert h["n"] == len(system_harm) and (h["rate"] is None) == (not system_harm)
+    assert "turn 1 / turns 3-5" in proc.stdout and "harmful requests under a system message" in proc.stdout
+    # (20) what each row's gain over SFT is made of, axis by axis, on the same greedy answers
+    assert "gain_by_axis" not in pol["sft"] and "what the gain over sft is made of" in proc.stdout
+    for name, p in pol.items():
+        if name != "sft":
+            assert list(p["gain_by_axis"]) == list(labeler.AXES)
+            assert all(g["wins"] + g["losses"] <= 240 for g in p["gain_by_axis"].values())
     half = Z95 ** 2 / (240 + Z95 ** 2)  # (5) all ties: Wilson's bound on P(win) - P(loss), not a point
     assert pol["sft"]["win_rate_vs_sft"] == 0.5 and pol["sft"]["win_ci95"] == pytest.approx([0.5 - half / 2,
                                                                                             0.5 + half / 2])
@@ -381,6 +512,15 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         assert t["cloze_items"]["all"] == t["cloze_items"]["held_out"] + t["cloze_items"]["trained"] > 0
         assert all(0 <= a <= 1 for a in t["cloze_accuracy"].values()) and t["cloze_chance"] == 1 / 8
     assert tax["gpt"]["corpus_val_loss"] == tax["sft"]["corpus_val_loss"] != tax["ppo"]["corpus_val_loss"]
+    # (21) --combine reads this very results.json: here the same run twice, so each mean is the run's number
+    (tmp_path / "again").mkdir()
+    shutil.copy(out / "results.json", tmp_path / "again" / "results.json")
+    run("evaluate.py", f"--combine={out},{tmp_path / 'again'}", f"--out_dir={tmp_path / 'both'}")
+    both = json.load(open(tmp_path / "both" / "combined.json"))["policies"]
+    assert list(both) == list(pol)
+    assert both["ppo"]["gold_score"]["mean"] == pytest.approx(pol["ppo"]["gold_score"])
+    assert both["ppo"]["gold_diff_vs_sft"]["per_seed"] == [pol["ppo"]["gold_diff_vs_sft"]["mean"]] * 2
+    assert both["ppo"]["win_rate_vs_sft_rewrite"]["mean"] == pytest.approx(paired[("ppo", "sft_rewrite")]["win_rate"])
 
 
 def test_a_labeler_without_rewrite_gives_no_sft_rewrite_row_and_held_out_forms_get_their_column(world, tmp_path):

@@ -199,7 +199,8 @@ def test_best_of_n_returns_the_rm_favourite_and_n_1_is_plain_sampling(world, tmp
                       generator=torch.Generator().manual_seed(0))
     for p, (ids, fin, score, cands) in zip(prompts, picks):
         assert len(cands) == 5 and len({tuple(c[0]) for c in cands}) > 1  # five different samples
-        rescored = score_sequences(rm, [p + c[0] + [tok.end_id] * c[1] for c in cands], tok.pad_id, rt)
+        block = rm.gpt.config.block_size  # a long conversation keeps its last tokens, as best_of_n scores it
+        rescored = score_sequences(rm, [(p + c[0] + [tok.end_id] * c[1])[-block:] for c in cands], tok.pad_id, rt)
         assert score == max(c[2] for c in cands) == pytest.approx(max(rescored), abs=1e-5)
         assert (ids, fin) == max(cands, key=lambda c: c[2])[:2]
     # through sample.py: --best_of=1 gives the same answers as plain sampling with the same seed
