@@ -85,9 +85,8 @@ Details implemented here:
     distribution without the chat format. First corpus_val_loss: the mean next-token loss in nats per token (per
     byte for the bytes tokenizer) on the first corpus_windows non-overlapping windows of val.bin (read by
     pretrain.load_tokens), each the model's whole context of inputs and their next tokens: pretrain.py's loss on
-    fixed windows instead of random ones, the same for every policy. 256 windows of 192 bytes cost ~3 s per policy
-    for the 0.86M model on a 2-core CPU. Rows that share weights (gpt_prompted: gpt's; best_of_N: sft's) are
-    measured once and marked same_weights_as.
+    fixed windows instead of random ones, the same for every policy (256 of them). Rows that share weights
+    (gpt_prompted: gpt's; best_of_N: sft's) are measured once and marked same_weights_as.
 14. A cloze of the corpus's facts in the spirit of HellaSwag (Zellers et al. 2019), scored as GPT-3 scored it, by
     each candidate ending's log-likelihood: every fact a prompt file (eval, rl, label) states in an answer ("The
     vorpel eats fish.", a sentence the corpus writes: prepare.py's fact_sentence), held out when its record is (the

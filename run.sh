@@ -5,7 +5,8 @@
 #   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~12 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
-#   bash run.sh --full     # and the other rows, into the same results.json: ppo_ptx (PPO-ptx), rloo and grpo
+#   bash run.sh --full     # and the other rows, into the same results.json: sft_good (SFT on ideal demonstrations:
+#                          # what perfect demonstrators alone would do), ppo_ptx (PPO-ptx), rloo and grpo
 #                          # (critic-free RL), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
 #                          # rounds, PPO again): about twice the time
 #   OUT=DIR bash run.sh    # everything, the world's files included, in DIR
@@ -46,7 +47,7 @@ stage "prepare: the assistant world (corpus, demonstrations, prompts)"
 $PY data/assistant/prepare.py --out_dir=$DATA $S
 took prepare
 
-stage "pretrain: a 0.85M-parameter GPT on the world's prose ($OUT/pretrain)"
+stage "pretrain: a 0.9M-parameter GPT on the world's prose ($OUT/pretrain)"
 $PY pretrain.py --config=config/pretrain_assistant.json --data_dir=$DATA --out_dir=$OUT/pretrain $S "${PRETRAIN[@]}" \
     | grep --line-buffered -E "val_loss|^model"
 took pretrain
@@ -79,6 +80,11 @@ took dpo
 
 POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/dpo REWARDS=$OUT/reward PREFS=""
 if [[ $FULL == 1 ]]; then
+    stage "sft_good: SFT on the same conversations, every answer the ideal one ($OUT/sft_good)"
+    $PY sft.py --data_dir=$DATA/good --init_from=$OUT/pretrain --out_dir=$OUT/sft_good $S "${SFT[@]}" \
+        | grep --line-buffered -E "val_loss|^data"
+    took sft_good
+
     stage "ppo_ptx: PPO with the pretraining loss mixed in, InstructGPT's PPO-ptx ($OUT/ppo_ptx)"
     $PY ppo.py --ptx_coef=$PTX --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo_ptx \
         $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
@@ -110,7 +116,7 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
+    POLICIES+=,$OUT/sft_good,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi
 
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"

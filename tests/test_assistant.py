@@ -24,9 +24,9 @@ def test_prepare_is_deterministic_for_a_seed(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for d, seed in ((a, 0), (b, 0), (c, 1)):
         run("data/assistant/prepare.py", f"--out_dir={d}", f"--seed={seed}")
-    names = sorted(os.listdir(a))
-    assert "train.bin" in names and "prompts_eval.jsonl" in names and "sft_train.jsonl" in names
-    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+    names = sorted(os.listdir(a)) + [f"good/{n}" for n in sorted(os.listdir(a / "good"))]
+    assert {"train.bin", "prompts_eval.jsonl", "sft_train.jsonl", "good/sft_train.jsonl"} <= set(names)
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names if n != "good")
     assert (a / "sft_train.jsonl").read_bytes() != (c / "sft_train.jsonl").read_bytes()
 
 
@@ -440,3 +440,19 @@ def test_the_labeler_reads_quotes_at_a_sentence_edge_and_judges_out_of_world_req
     unk = next(r for r in evals if r["family"] == "unknown" and not r.get("constraint"))
     assert labeler.judge(unk, assistant.SCOPES[0]) == (0.1, ["refused"])  # the world knows the animal: evasive
     assert labeler.claims(assistant.SCOPES[0]) == [("scope",)]
+
+
+def test_sft_good_holds_the_same_conversations_with_every_answer_the_ideal_one(world):
+    """evaluate.py's sft_good row: what perfect demonstrators alone would do (data/assistant/good/)."""
+    for name in ("sft_train", "sft_val"):
+        demos, goods = read(world / f"{name}.jsonl"), read(world / "good" / f"{name}.jsonl")
+        assert len(demos) == len(goods)
+        for d, g in zip(demos, goods):
+            assert [(m["role"], m["content"] if m["role"] != "assistant" else "") for m in d["messages"]] == \
+                [(m["role"], m["content"] if m["role"] != "assistant" else "") for m in g["messages"]]
+            assert (d["family"], d["turn"]) == (g["family"], g["turn"])
+        answers = [m["content"] for g in goods for m in g["messages"] if m["role"] == "assistant"]
+        assert not [a for a in answers if a.startswith(tuple(assistant.OPENINGS)) or a in assistant.CURTS], name
+    assert json.load(open(world / "good" / "meta.json"))["sft_train"] == len(read(world / "good" / "sft_train.jsonl"))
+    _, files, _, _ = assistant.build(0, n_docs=0)  # the final answers are the records' ideals, judged 1.0 elsewhere
+    assert [g["messages"] for g in files["good/sft_val"]] == [g["messages"] for g in read(world / "good/sft_val.jsonl")]

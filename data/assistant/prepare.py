@@ -7,6 +7,8 @@ The embedded assistant world: a miniature of InstructGPT's data, generated offli
 What it writes (see README.md beside this file for the world and the labeler):
   train.bin / val.bin / meta.json   pretraining corpus: prose about the world, no chat format (bytes tokenizer)
   sft_train.jsonl / sft_val.jsonl    demonstrations {"messages": [...]}, written by imperfect template "labelers"
+  good/sft_train.jsonl, sft_val.jsonl  the same conversations with every answer the ideal one (evaluate.py's
+                                     sft_good row: what perfect demonstrations alone would do)
   prompts_label.jsonl                prompts for collecting comparisons (answers sampled from SFT, ranked by labeler.py)
   prompts_rl.jsonl                   prompts for PPO
   prompts_eval.jsonl                 held-out prompts: never in any training file, asked about facts no chat-format
@@ -206,8 +208,8 @@ def multiturn(rng, world, fact_, first_attr, demo=True, kind=None):
     first, first_rec = knowledge(rng, world, (a, first_attr))
     if kind:
         first_rec = with_system(first, first_rec, kind)[1]
-    msgs = first + [{"role": "assistant", "content": demonstrate(rng, first_rec) if demo else first_rec["ideal"]},
-                    {"role": "user", "content": FOLLOW_UPS[attr]}]
+    msgs = first + [{"role": "assistant", "content": demonstrate(rng, first_rec) if demo else first_rec["ideal"],
+                     "ideal": first_rec["ideal"]}, {"role": "user", "content": FOLLOW_UPS[attr]}]
     _, rec = knowledge(rng, world, fact_)
     return msgs, {**rec, "family": "multiturn"}
 
@@ -497,13 +499,18 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
                 if kind:
                     q, r = with_system(q, r, kind)
                     q = q[1:]
-                earlier += q + [{"role": "assistant", "content": demonstrate(rng, r) if demo else r["ideal"]}]
+                earlier += q + [{"role": "assistant", "content": demonstrate(rng, r) if demo else r["ideal"],
+                                 "ideal": r["ideal"]}]
             msgs = earlier + msgs
-        return system + msgs, {**rec, "turn": sum(m["role"] == "user" for m in msgs)}
+        # each earlier answer carries its ideal until here: sft_good's demonstrations are the ideal ones throughout
+        good = [{"role": m["role"], "content": m.get("ideal", m["content"])} for m in system + msgs]
+        msgs = [{"role": m["role"], "content": m["content"]} for m in system + msgs]
+        return msgs, {**rec, "turn": sum(m["role"] == "user" for m in msgs), "good": good}
 
     evals, held_out = [], set()
     while len(evals) < n_eval:
         msgs, fields = sample(eval_facts, eval_items, eval_pairs, eval_outside, p_conv=EVAL_P_CONV)
+        fields.pop("good")
         if json.dumps(msgs) not in held_out:
             held_out.add(json.dumps(msgs))
             rec = {"messages": msgs, **fields}
@@ -511,19 +518,23 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
                           "edits": edits(rec), "edits_held_out": edits(rec, held_out=True)})
     out = {"prompts_eval": evals}
     for name, n in (("sft_train", n_sft), ("sft_val", n_sft // 20), ("prompts_label", n_label), ("prompts_rl", n_rl)):
-        rows = []
+        rows, goods = [], []
         while len(rows) < n:
             mix, kinds = (LABEL_MIX, LABEL_KINDS) if name == "prompts_label" else (MIX, KINDS)
             msgs, fields = sample(train_facts, train_items, train_pairs, train_outside, mix, kinds,
                                   demo=name.startswith("sft"))
+            good = fields.pop("good")
             if any(json.dumps(msgs[:i + 1]) in held_out for i, m in enumerate(msgs) if m["role"] == "user"):
                 continue  # an eval prompt, or a conversation that begins with one
             if name.startswith("sft"):
                 rows.append({"messages": msgs + [{"role": "assistant", "content": demonstrate(rng, fields)}],
                              "family": fields["family"], "turn": fields["turn"]})
+                goods.append({**rows[-1], "messages": good + [{"role": "assistant", "content": fields["ideal"]}]})
             else:
                 rows.append({"messages": msgs, **fields})
         out[name] = rows
+        if name.startswith("sft"):  # the same conversations, every answer the ideal one
+            out["good/" + name] = goods
     held = {"facts": eval_facts, "items": eval_items, "pairs": eval_pairs}
     return world, out, corpus(rng, world, pairs, items, n_docs), held
 
@@ -545,17 +556,20 @@ def main():
         np.array(ids, dtype=np.uint16).tofile(os.path.join(args.out_dir, f"{split}.bin.tmp"))
         os.replace(os.path.join(args.out_dir, f"{split}.bin.tmp"), os.path.join(args.out_dir, f"{split}.bin"))
         counts[split] = {"docs": len(part), "tokens": len(ids)}
+    os.makedirs(os.path.join(args.out_dir, "good"), exist_ok=True)
     for name, rows in files.items():
         tmp = os.path.join(args.out_dir, f"{name}.jsonl.tmp")
         with open(tmp, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         os.replace(tmp, os.path.join(args.out_dir, f"{name}.jsonl"))
         counts[name] = len(rows)
-    meta = {"tokenizer": "bytes", "vocab_size": tok.vocab_size, "seed": args.seed, "animals": len(world), **counts}
-    with open(os.path.join(args.out_dir, "meta.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    meta = {"tokenizer": "bytes", "vocab_size": tok.vocab_size, "seed": args.seed, "animals": len(world)}
+    for d, names in (("", [k for k in counts if not k.startswith("good/")]), ("good", ["good/sft_train", "good/sft_val"])):
+        with open(os.path.join(args.out_dir, d, "meta.json"), "w") as f:  # good/: sft.py --data_dir=DIR/good
+            json.dump({**meta, **{k.split("/")[-1]: counts[k] for k in names}}, f, indent=1)
     print(f"{len(world)} animals; corpus {counts['train']['tokens']:,} train / {counts['val']['tokens']:,} val tokens; "
-          + ", ".join(f"{k} {v}" for k, v in counts.items() if isinstance(v, int)) + f" -> {args.out_dir}")
+          + ", ".join(f"{k} {v}" for k, v in counts.items() if isinstance(v, int) and "/" not in k)
+          + f" -> {args.out_dir}")
 
 
 if __name__ == "__main__":
