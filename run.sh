@@ -6,7 +6,8 @@
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
 #   bash run.sh --full     # and the other rows, into the same results.json: sft_good (SFT on ideal demonstrations:
-#                          # what perfect demonstrators alone would do), ppo_ptx (PPO-ptx), rloo and grpo
+#                          # what perfect demonstrators alone would do), rft (SFT continued on the RM's best of 8),
+#                          # ppo_ptx (PPO-ptx), rloo and grpo
 #                          # (critic-free RL), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
 #                          # rounds, PPO again): about twice the time
 #   OUT=DIR bash run.sh    # everything, the world's files included, in DIR
@@ -29,12 +30,12 @@ OUT=${OUT_DIR:-out/seed_$SEED} DATA=$OUT/data  # $OUT, if set, holds everything:
 if [[ $SEED == 0 && -z $OUT_DIR ]]; then OUT=out DATA=data/assistant; fi
 S=--seed=$SEED  # the world's seed and every stage's
 PTX=0.1         # PPO-ptx's pretraining-loss coefficient, chosen by measurement (docs/experiments.md "PPO-ptx")
-PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() EVAL=(--max_new_tokens=64)
+PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() RFT=() EVAL=(--max_new_tokens=64)
 if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing outside out/tiny is touched
     OUT=${OUT_DIR:-out/tiny}
     DATA=$OUT/data
     PRETRAIN=(--n_layer=2 --n_head=2 --n_embd=32 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2)
-    SFT=(--epochs=0.25 --batch_size=64 --eval_interval=10)
+    SFT=(--epochs=0.25 --batch_size=64 --eval_interval=10) RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --vf_warmup=1 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
     EVAL=(--max_new_tokens=8 --best_of=2)
@@ -85,6 +86,14 @@ if [[ $FULL == 1 ]]; then
         | grep --line-buffered -E "val_loss|^data"
     took sft_good
 
+    stage "rft: SFT continued on the RM's best of 8 SFT answers to each labeling prompt (rejection sampling, $OUT/rft)"
+    mkdir -p $OUT/rft_data && cp $DATA/sft_val.jsonl $DATA/meta.json $OUT/rft_data/
+    $PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --best_of=8 --reward=$OUT/reward \
+        --temperature=1 --out=$OUT/rft_data/sft_train.jsonl $S "${LABEL[@]}"
+    $PY sft.py --data_dir=$OUT/rft_data --init_from=$OUT/sft --out_dir=$OUT/rft --epochs=2 --learning_rate=3e-4 \
+        --warmup_iters=5 $S "${RFT[@]}" | grep --line-buffered -E "val_loss|^data"
+    took rft
+
     stage "ppo_ptx: PPO with the pretraining loss mixed in, InstructGPT's PPO-ptx ($OUT/ppo_ptx)"
     $PY ppo.py --ptx_coef=$PTX --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=$OUT/ppo_ptx \
         $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
@@ -116,7 +125,7 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/sft_good,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
+    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi
 
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"

@@ -37,6 +37,10 @@ Details implemented here:
     into micro-batches: detail 3 makes the step's gradient the same however it is cut, and a five-turn conversation
     then pads the 7 rows beside it, not 31.
  7. The checkpoint has stage "sft" and names its parent (the pretrained checkpoint); the tokenizer must be the data's.
+ 8. Rejection-sampling fine-tuning (Llama 2 section 3.2.3; RAFT, Dong et al. 2023), the cheapest RM-based method: a
+    file of sample.py --prompts --best_of=N --reward=RM records (a prompt and the RM's pick of N answers) is read as
+    the demonstrations of the picks that ended by themselves. run.sh --full continues SFT on the RM's best of 8 of
+    the SFT model's answers to each labeling prompt: evaluate.py's rft row.
 """
 
 import json
@@ -79,15 +83,22 @@ class Config:
     compile: bool = False             # torch.compile the model (GPUs)
 
 
-def check_demonstration(record):  # (1)
+def check_demonstration(record):  # (1, 8)
     check_messages(record)
-    if not any(m["role"] == "assistant" for m in record["messages"]):
+    if "responses" in record:  # sample.py's record: a prompt and its answers
+        if not (isinstance(record["responses"], list) and record["responses"] and isinstance(record["responses"][0],
+                                                                                              str)):
+            raise ValueError('expected "responses" to be a non-empty list of answers, as sample.py --prompts writes')
+    elif not any(m["role"] == "assistant" for m in record["messages"]):
         raise ValueError("expected at least one assistant turn in a demonstration (there is nothing to learn from)")
 
 
 def load_demonstrations(path, tok, block_size):
-    """Rendered (ids, targets) pairs of a demonstrations file; conversations longer than the context are dropped."""
+    """Rendered (ids, targets) pairs of a demonstrations file; conversations longer than the context are dropped.
+    (8) A sample.py record is the demonstration of its first answer, if that answer ended by itself."""
     records = read_jsonl(path, check_demonstration, hint="run python data/assistant/prepare.py")
+    records = [{"messages": r["messages"] + [{"role": "assistant", "content": r["responses"][0]}]}
+               if "responses" in r else r for r in records if (r.get("finished") or [True])[0]]
     rendered = [tok.render_conversation(r["messages"]) for r in records]
     kept = [r for r in rendered if len(r[0]) <= block_size]
     if len(kept) < len(rendered):

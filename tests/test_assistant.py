@@ -456,3 +456,21 @@ def test_sft_good_holds_the_same_conversations_with_every_answer_the_ideal_one(w
     assert json.load(open(world / "good" / "meta.json"))["sft_train"] == len(read(world / "good" / "sft_train.jsonl"))
     _, files, _, _ = assistant.build(0, n_docs=0)  # the final answers are the records' ideals, judged 1.0 elsewhere
     assert [g["messages"] for g in files["good/sft_val"]] == [g["messages"] for g in read(world / "good/sft_val.jsonl")]
+
+
+def test_sft_reads_sample_py_records_as_demonstrations_of_their_first_finished_answer(tmp_path):
+    """(sft.py 8) rejection-sampling fine-tuning trains on sample.py --best_of's picks; a cut answer is no
+    demonstration (it would teach stopping mid-answer)."""
+    tok = get_tokenizer("bytes")
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    rows = [{"messages": prompt, "responses": ["2 + 3 = 5."], "finished": [True], "rm_scores": [1.2]},
+            {"messages": prompt, "responses": ["2 + 3 ="], "finished": [False], "rm_scores": [0.1]},
+            {"messages": prompt + [{"role": "assistant", "content": "5"}]}]
+    path = tmp_path / "picks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = load_demonstrations(path, tok, 512)
+    assert got == [tok.render_conversation(prompt + [{"role": "assistant", "content": "2 + 3 = 5."}]),
+                   tok.render_conversation(rows[2]["messages"])]
+    path.write_text(json.dumps({"messages": prompt, "responses": []}) + "\n")
+    with pytest.raises(SystemExit, match="picks.jsonl:1: .*non-empty list of answers"):
+        load_demonstrations(path, tok, 512)

@@ -10,19 +10,26 @@ from conftest import ROOT
 
 
 def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path):
-    """--full: the default pipeline, then PPO-ptx and a second round of comparisons (of the round-1 PPO policy's
-    answers), an RM on both rounds and PPO on it, all in one results.json."""
+    """--full: the default pipeline, then SFT on ideal demonstrations, rejection-sampling fine-tuning, PPO-ptx and a
+    second round of comparisons (of the round-1 PPO policy's answers), an RM on both rounds and PPO on it, all in
+    one results.json."""
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3", "--full"], cwd=ROOT, capture_output=True,
                           text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "ppo_ptx",
-                  "round 2 comparisons and RM", "ppo_r2", "evaluate", "plot"):
+    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "sft_good", "rft",
+                  "ppo_ptx", "round 2 comparisons and RM", "ppo_r2", "evaluate", "plot"):
         assert f"-- {stage} took" in proc.stdout
     assert len(os.listdir(tmp_path / "plots")) == 6  # every figure plot.py draws: the tiny run has every stage
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "rloo", "grpo", "dpo",
-                                    "best_of_2", "ppo_ptx", "ppo_r2"}
+                                    "best_of_2", "sft_good", "rft", "ppo_ptx", "ppo_r2"}
+    # sft_good: the pretrained model on the ideal demonstrations; rft: SFT continued on the RM's picks of 8
+    good, rft = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("sft_good", "rft"))
+    assert good["config"]["data_dir"] == str(tmp_path / "data" / "good") and good["parent"] == str(tmp_path / "pretrain")
+    assert rft["parent"] == str(tmp_path / "sft")
+    picks = [json.loads(line) for line in open(tmp_path / "rft_data" / "sft_train.jsonl")]
+    assert len(picks) == 1000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
                                                                   "ppo_r2"}
@@ -50,7 +57,8 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert not os.path.exists(os.path.join(ROOT, "out", "tiny"))  # $OUT was honoured: nothing written elsewhere
     # --seed=3 is the world's seed and every stage's
     assert json.load(open(tmp_path / "data" / "meta.json"))["seed"] == 3 and res["settings"]["seed"] == 3
-    for stage in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "dpo", "rloo", "grpo", "reward_r2", "ppo_r2"):
+    for stage in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "dpo", "rloo", "grpo", "reward_r2", "ppo_r2",
+                  "sft_good", "rft"):
         assert torch.load(tmp_path / stage / "ckpt.pt", weights_only=False)["config"]["seed"] == 3, stage
 
 
