@@ -124,7 +124,7 @@ Details implemented here:
     world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains
     axes_held_out and axes_held_out_pairs (None when no record has edits_held_out), printed beside the world's
     forms.
-20. What the gain is made of (issue 30): each row but sft against SFT's greedy answers, per axis of labeler.AXES, on
+20. What the gain is made of: each row but sft against SFT's greedy answers, per axis of labeler.AXES, on
     the prompts where only one of the two answers has it: wins (only SFT's), losses (only the row's), and the gold
     difference summed over those prompts (gain_by_axis in results.json; a prompt can differ on several axes).
 21. --combine=DIR,DIR,...: one seed is a hypothesis; the headline is the mean over seeds (run.sh --seed=N) with an
