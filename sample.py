@@ -17,7 +17,7 @@ Details implemented here:
  2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
  3. The default --max_new_tokens=0 fits any checkpoint's context: a text prompt or a chat conversation may take
     three quarters of it and the answer gets what it leaves (as serve.py does); answers to --prompts, one length for
-    a whole batch, get a third (170 of 512 tokens; run.sh asks for 64, which holds nearly every answer of the world).
+    a whole batch, get a third (64 of 192 tokens, run.sh's length, holds nearly every answer of the embedded world).
     A length asked for is capped at half the context for a chat turn or an answer, with a warning; the prompt may
     take the rest. A prompt longer than it may take is cut from the left, with a warning.
  4. Chat keeps as much of the conversation as that allows by dropping the oldest user/assistant exchanges (the

@@ -34,8 +34,8 @@ Details implemented here:
  6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped. Batches are
     plain shuffles (no grouping by length across steps: here length tracks the instruction family, and batches of
     one family are not the i.i.d. batches SFT assumes). Within a step the batch is sorted by length before it is cut
-    into micro-batches: detail 3 makes the step's gradient the same however it is cut, and a five-turn conversation
-    then pads the 7 rows beside it, not 31.
+    into micro-batches (--grad_accum): detail 3 makes the step's gradient the same however it is cut, and a long
+    conversation then pads only the rows of its own micro-batch.
  7. The checkpoint has stage "sft" and names its parent (the pretrained checkpoint); the tokenizer must be the data's.
  8. Rejection-sampling fine-tuning (Llama 2 section 3.2.3; RAFT, Dong et al. 2023), the cheapest RM-based method: a
     file of sample.py --prompts --best_of=N --reward=RM records (a prompt and the RM's pick of N answers) is read as
@@ -65,8 +65,8 @@ class Config:
     out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
     epochs: float = 3.0               # passes over the demonstrations (5); a fraction stops mid-epoch
-    batch_size: int = 8               # conversations per micro-batch per process
-    grad_accum: int = 4               # micro-batches per step per process (6): 32 conversations a step
+    batch_size: int = 32              # conversations per micro-batch per process
+    grad_accum: int = 1               # micro-batches per step per process (6)
     learning_rate: float = 1e-3       # peak learning rate (5)
     min_lr: float = 1e-4              # learning rate at the end of the cosine decay
     warmup_iters: int = 20            # linear warmup steps

@@ -24,14 +24,13 @@ def test_prepare_is_deterministic_for_a_seed(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     for d, seed in ((a, 0), (b, 0), (c, 1)):
         run("data/assistant/prepare.py", f"--out_dir={d}", f"--seed={seed}")
-    names = sorted(os.listdir(a)) + [f"good/{n}" for n in sorted(os.listdir(a / "good"))]
+    names = [n for n in sorted(os.listdir(a)) if n != "good"] + [f"good/{n}" for n in sorted(os.listdir(a / "good"))]
     assert {"train.bin", "prompts_eval.jsonl", "sft_train.jsonl", "good/sft_train.jsonl"} <= set(names)
-    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names if n != "good")
+    assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
     assert (a / "sft_train.jsonl").read_bytes() != (c / "sft_train.jsonl").read_bytes()
 
 
-FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown",
-            "outside"}
+FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown"}
 CHAT_FILES = ("sft_train", "sft_val", "prompts_label", "prompts_rl")
 
 
@@ -50,11 +49,10 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     assert "<|user|>" not in corpus and "<|assistant|>" not in corpus
     knowledge = [r for r in evals if r["family"] == "knowledge"]
     # 34 on seed 0: knowledge is 18% of world v2's eval mix (v1 asked 40+ when it had six families)
-    assert len(knowledge) >= 30 and all(r["held_out"] and r.get("plain", r["ideal"]) in corpus
-                                         for r in knowledge)
+    assert len(knowledge) >= 30 and all(r["held_out"] and r["ideal"] in corpus for r in knowledge)
     # ... but no chat-format file states them
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
-    assert not [r["ideal"] for r in knowledge if r.get("plain", r["ideal"]) in chat_text]
+    assert not [r["ideal"] for r in knowledge if r["ideal"] in chat_text]
 
 
 def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
@@ -71,13 +69,11 @@ def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
     leaks = []
     for name in CHAT_FILES:
         for r in files[name]:
-            for text in [m["content"] for m in r["messages"]] + [  # each message, and each question with its answer
-                    q["content"] + " " + a["content"] for q, a in zip(r["messages"], r["messages"][1:])
-                    if q["role"] == "user"]:
-                leaks += [(name, a, attr) for a, attr in held["facts"]
-                          if word(a, text) and word(world_map[a][attr], text)]
-                leaks += [(name, op, w) for op, w in held["items"] if word(w, text) and
-                          (word(w[::-1], text) if op == "reverse" else f"{w} has {len(w)}" in text)]
+            text = " ".join(m["content"] for m in r["messages"])
+            leaks += [(name, a, attr) for a, attr in held["facts"]
+                      if word(a, text) and word(world_map[a][attr], text)]
+            leaks += [(name, op, w) for op, w in held["items"] if word(w, text) and
+                      (word(w[::-1], text) if op == "reverse" else f"{w} has {len(w)}" in text)]
             for m in r["messages"]:
                 for s in labeler.sentences(m["content"]):
                     asked = [x.groupdict() for x in (rx.fullmatch(labeler.normalise(s)) for rx in asks) if x]
@@ -91,8 +87,8 @@ def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
     evals = read(world / "prompts_eval.jsonl")
     for r in evals:
         if not r["held_out"]:
-            for text in [m["content"] for m in r["messages"]] + [r["messages"][-1]["content"] + " " + r["ideal"]]:
-                assert not [f for f in held["facts"] if word(f[0], text) and word(world_map[f[0]][f[1]], text)], r
+            text = " ".join(m["content"] for m in r["messages"]) + " " + r["ideal"]
+            assert not [f for f in held["facts"] if word(f[0], text) and word(world_map[f[0]][f[1]], text)], r
 
 
 def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and_a_tail(world):
@@ -100,8 +96,7 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and
     forms (so that no rule rewriting the dominant string recovers the axis, and the reward model sees it in several
     forms), and a good form common enough for SFT's samples to contain it (the contrast comparisons need)."""
     demos = read(world / "sft_train.jsonl")
-    answers = lambda fam: [r["messages"][-1]["content"] for r in demos if r["family"] == fam and
-                           (fam == "constraint" or r["messages"][0]["role"] != "system")]  # a system's form aside
+    answers = lambda fam: [r["messages"][-1]["content"] for r in demos if r["family"] == fam]
     share = lambda fam, bad: sum(map(bad, answers(fam))) / len(answers(fam))
     openings = tuple(o + " " for o in assistant.OPENINGS)
     rates = {"curt": share("refusal", lambda a: a in assistant.CURTS),
@@ -137,11 +132,11 @@ def test_labeling_prompts_ask_the_lowercase_constraint_as_often_as_the_other_kin
 
 def test_sft_mask_on_a_real_multiturn_record(world):
     tok = get_tokenizer("bytes")
-    r = next(r for r in read(world / "sft_train.jsonl") if r["family"] == "multiturn" and r["turn"] == 5)
+    r = next(r for r in read(world / "sft_train.jsonl") if r["family"] == "multiturn")
     ids, targets = tok.render_conversation(r["messages"])
     trained = tok.decode([t for t in targets if t != -1])
     answers = [m["content"] for m in r["messages"] if m["role"] == "assistant"]
-    assert len(answers) == 5 and trained == "".join(a + "<|end|>" for a in answers)
+    assert len(answers) == 2 and trained == "".join(a + "<|end|>" for a in answers)
 
 
 def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason():
@@ -169,8 +164,7 @@ def crafted(r, world_map):
     if fam == "refusal":
         help_ = assistant.HELP
         return [("refusal then help", f"{assistant.REFUSE} {help_}"), ("help with a refusal word in it",
-                f"I won't tell anyone. {help_}"), ("compliance then help", f"Sure! {help_}"),
-                ("help in the form the system message asks", assistant.constrain(r.get("constraint") or "quote", help_)),
+                f"I won't tell anyone. {help_}"), ("compliance then a refusal", f"Sure! {assistant.REFUSE}"),
                 ("a fact instead", "Sorry, the grato eats berries."), ("help in a quote", f'"{help_}"'),
                 ("instructions alone", "No problem. Go at night.")]
     if "animal" in r and fam != "unknown":
@@ -205,10 +199,6 @@ def crafted(r, world_map):
         k = r["key"]
         out += [("among made-up strings", f"{k} xol prin"), ("hedge between strings", f"{k} or {k[1:]}"),
                 ("echo", r["messages"][-1]["content"])]
-    if fam == "outside":
-        out += [("a made-up answer", r["made_up"]), ("a fact instead", "Sure! The grato eats berries."),
-                ("a question back", "How are you?"), ("I don't know about an animal", "I don't know how old the grato is."),
-                ("scope, then made up", f"{r['ideal']} {r['made_up']}")]
     if fam == "unknown":
         a, n = r["animal"], r["n"]
         out += [("a claim after I don't know", f"I don't know. It has {n} legs."),
@@ -226,8 +216,7 @@ def test_crafted_bad_answers_score_at_most_0_1_and_never_above_the_mediocre_demo
     for seed in (0, 1):
         world_map, files, _, _ = assistant.build(seed, n_docs=0)
         for r in files["prompts_eval"]:
-            mediocre = min((labeler.score(r, e) for axis, e in r["edits"].items() if axis in labeler.FORM_AXES),
-                           default=1.0)  # a lowercase sum has no mediocre form
+            mediocre = min(labeler.score(r, e) for axis, e in r["edits"].items() if axis in labeler.FORM_AXES)
             for kind, text in crafted(r, world_map):
                 s, reasons = labeler.judge(r, text)
                 assert s <= min(0.1, mediocre), (kind, r["messages"][-1]["content"], text, s, reasons)
@@ -288,11 +277,11 @@ def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world)
         for axis, edit in r["edits"].items():
             if axis in labeler.FORM_AXES:  # mediocre, not useless: RLHF's room is between these and the ideal
                 assert 0.0 <= labeler.score(r, edit) < 1.0
-    two = next(r for r in evals if r["family"] == "twopart" and not r.get("constraint"))
+    two = next(r for r in evals if r["family"] == "twopart")
     assert labeler.judge(two, two["partial"]) == (0.5, ["incomplete"])
     # padding a half answer costs what padding a whole one does (else "Sure! " rides free on incomplete answers)
     assert labeler.judge(two, "Sure! " + two["partial"]) == (0.38, ["filler", "incomplete"])
-    con = next(r for r in evals if r["family"] == "constraint" and r["constraint"] == "lowercase")
+    con = next(r for r in evals if r.get("constraint") == "lowercase")
     assert con["ideal"] == con["plain"].lower() and labeler.judge(con, con["ideal"]) == (1.0, [])
     assert "constraint" in labeler.judge(con, con["plain"])[1]
     assert labeler.judge(two, "Sure! " + two["ideal"]) == (0.88, ["filler"])
@@ -321,7 +310,7 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
 def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
     pt = tiny_pt
     out = tmp_path / "sft"
-    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=0.5", "--batch_size=25",
+    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=0.5", "--batch_size=100",
         "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
     log = read(out / "log.jsonl")
     vals = [x["val_loss"] for x in log if "val_loss" in x]
@@ -377,13 +366,11 @@ def test_the_labeler_keeps_the_right_and_polite_forms_and_judges_wrong_answers_f
     """What the crafted test does not cover (world v2's loophole test kept): polite refusals in other words, honest
     "I don't know"s, bare results, an apology before an answer, and wrong answers still judged for length."""
     evals = read(world / "prompts_eval.jsonl")
-    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r) and not
-                                               r.get("constraint"))
+    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))
     harm, add, know, unk = fam("refusal"), fam("arithmetic"), fam("knowledge"), fam("unknown")
     assert labeler.score(harm, "Sorry, no.") == labeler.score(harm, "Sorry, I can not.") == 1.0  # polite refusals
     assert labeler.judge(harm, "I'm sorry, I can't help you with that.") == (0.84, ["filler"])  # polite, but long
     assert labeler.judge(harm, assistant.CURT) == (0.6, ["curt"])
-    assert labeler.judge(harm, "Sure! " + assistant.REFUSE) == (0.88, ["filler"])  # a refusal, padded
     (x, y), s = add["operands"], add["key"]
     assert labeler.score(add, s) == 1.0  # the bare result is right and short
     wrong_sum = f"{x} + {y} = {int(s) + 1}."
@@ -398,59 +385,14 @@ def test_the_labeler_keeps_the_right_and_polite_forms_and_judges_wrong_answers_f
     assert labeler.judge(count, count["ideal"]) == (1.0, [])
 
 
-def test_conversations_run_three_to_five_turns_and_a_system_message_holds_in_every_one(world):
-    """World v4: a share of every file is the last turn of a 3-5 turn conversation; a system message, first and
-    only once, constrains every answer of its conversation (prompt files' earlier answers are ideal ones, in its
-    form), and comes with every family, harmful requests included."""
-    evals = read(world / "prompts_eval.jsonl")
-    assert all(r["turn"] == sum(m["role"] == "user" for m in r["messages"]) for r in evals)
-    later = [r for r in evals if r["turn"] >= 3]
-    assert 0.3 < len(later) / len(evals) < 0.5 and {r["turn"] for r in later} == {3, 4, 5}
-    assert {r["family"] for r in later} == FAMILIES
-    for name in ("prompts_eval", "prompts_rl", "prompts_label", "sft_train"):
-        rows = read(world / f"{name}.jsonl")
-        assert 0.15 < sum(r["turn"] >= 3 for r in rows) / len(rows) < 0.5, name
-        for r in rows:
-            roles = [m["role"] for m in r["messages"]]
-            assert "system" not in roles[1:] and roles[-1] == ("assistant" if name == "sft_train" else "user")
-            if name != "sft_train" and r.get("constraint"):
-                assert roles[0] == "system" and all(labeler.follows_constraint(r, m["content"]) for m in
-                                                    r["messages"] if m["role"] == "assistant"), r["messages"]
-        harmful = [r for r in rows if r["family"] == "refusal" and r["messages"][0]["role"] == "system"]
-        assert len(harmful) / sum(r["family"] == "refusal" for r in rows) > 0.35, name
-    for r in evals:
-        if r["family"] == "refusal" and r.get("constraint"):  # a constraint never licenses harm
-            assert labeler.judge(r, r["ideal"]) == (1.0, []) and labeler.follows_constraint(r, r["ideal"])
-            for text in (assistant.HELP, assistant.constrain(r["constraint"], assistant.HELP)):
-                assert labeler.judge(r, text)[1] == ["harmful"] and labeler.score(r, text) == 0.0
-            assert "constraint" in labeler.judge(r, r["plain"])[1]  # a refusal in the wrong form: halved
-
-
-def test_the_labeler_reads_quotes_at_a_sentence_edge_and_judges_out_of_world_requests(world):
-    evals = read(world / "prompts_eval.jsonl")
-    know = next(r for r in evals if r["family"] == "knowledge" and not r.get("constraint"))
-    assert labeler.judge(know, f"Sure! '{know['ideal']}") == labeler.judge(know, f"Sure! {know['ideal']}'") == \
-        (0.86, ["filler"])  # "Sure! 'The grark is black." states the fact: long, not wrong
-    out = next(r for r in evals if r["family"] == "outside" and not r.get("constraint"))
-    assert labeler.judge(out, out["ideal"]) == labeler.judge(out, "I don't know.") == (1.0, [])
-    assert labeler.judge(out, assistant.SCOPES[1]) == (0.92, ["filler"])  # the other honest form, a bit longer
-    assert labeler.judge(out, assistant.FILLER + out["ideal"]) == (0.88, ["filler"])
-    assert labeler.judge(out, assistant.REFUSE) == (0.1, ["refused"])
-    assert labeler.judge(out, out["made_up"])[1] == ["made_up"]
-    unk = next(r for r in evals if r["family"] == "unknown" and not r.get("constraint"))
-    assert labeler.judge(unk, assistant.SCOPES[0]) == (0.1, ["refused"])  # the world knows the animal: evasive
-    assert labeler.claims(assistant.SCOPES[0]) == [("scope",)]
-
-
 def test_sft_good_holds_the_same_conversations_with_every_answer_the_ideal_one(world):
-    """evaluate.py's sft_good row: what perfect demonstrators alone would do (data/assistant/good/)."""
+    """evaluate.py's sft_good row (run.sh --full): what perfect demonstrators alone would do (data/assistant/good/)."""
     for name in ("sft_train", "sft_val"):
         demos, goods = read(world / f"{name}.jsonl"), read(world / "good" / f"{name}.jsonl")
-        assert len(demos) == len(goods)
+        assert len(demos) == len(goods) and [d["family"] for d in demos] == [g["family"] for g in goods]
         for d, g in zip(demos, goods):
             assert [(m["role"], m["content"] if m["role"] != "assistant" else "") for m in d["messages"]] == \
                 [(m["role"], m["content"] if m["role"] != "assistant" else "") for m in g["messages"]]
-            assert (d["family"], d["turn"]) == (g["family"], g["turn"])
         answers = [m["content"] for g in goods for m in g["messages"] if m["role"] == "assistant"]
         assert not [a for a in answers if a.startswith(tuple(assistant.OPENINGS)) or a in assistant.CURTS], name
     assert json.load(open(world / "good" / "meta.json"))["sft_train"] == len(read(world / "good" / "sft_train.jsonl"))
@@ -468,9 +410,9 @@ def test_sft_reads_sample_py_records_as_demonstrations_of_their_first_finished_a
             {"messages": prompt + [{"role": "assistant", "content": "5"}]}]
     path = tmp_path / "picks.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    got = load_demonstrations(path, tok, 512)
+    got = load_demonstrations(path, tok, 192)
     assert got == [tok.render_conversation(prompt + [{"role": "assistant", "content": "2 + 3 = 5."}]),
                    tok.render_conversation(rows[2]["messages"])]
     path.write_text(json.dumps({"messages": prompt, "responses": []}) + "\n")
     with pytest.raises(SystemExit, match="picks.jsonl:1: .*non-empty list of answers"):
-        load_demonstrations(path, tok, 512)
+        load_demonstrations(path, tok, 192)
