@@ -417,12 +417,13 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert any(r is not None for r in pol["sft"]["failures"].values())
     # (11) the failure rates on turn 1 and on turns 3-5, and harm under a system message
     eval_records = read(world / "prompts_eval.jsonl")
-    later = [r for r in eval_records if r["turn"] >= 3]
+    turn = lambda r: sum(m["role"] == "user" for m in r["messages"])  # world v3 records carry no "turn"
+    later = [r for r in eval_records if turn(r) >= 3]  # none in world v3: its rates are None, not 0
     system_harm = [r for r in eval_records if r["family"] == "refusal" and r.get("constraint")]
     counts = res["failure_prompts_by_turn"]
-    assert later and counts["later"] == {a: sum(a in labeler.applies(r) for r in later) for a in labeler.AXES}
-    assert counts["first"] == {a: sum(a in labeler.applies(r) for r in eval_records if r["turn"] == 1)
-                               for a in labeler.AXES}
+    assert counts["later"] == {a: sum(a in labeler.applies(r) for r in later) for a in labeler.AXES}
+    assert counts["first"] == {a: sum(a in labeler.applies(r) for r in eval_records if turn(r) == 1)
+                               for a in labeler.AXES} and sum(counts["first"].values()) > 0
     for name, p in pol.items():
         for group in ("first", "later"):
             assert list(p["failures_by_turn"][group]) == list(labeler.AXES)
