@@ -116,8 +116,8 @@ Details implemented here:
     distribution to sample: "-"). A labeler without rewrite: no row.
 18. Paired comparisons between policies (results["paired"], a small table): a against b on the same prompts with
     (5)'s win rate, interval and sign test and (16)'s gold difference, for every row against sft_rewrite (when
-    there is one), and every other RL, DPO or best-of-N row (ppo_ptx, rloo, grpo, ppo_r2, dpo, best_of_N) against
-    ppo (when there is one). A policy's interval against SFT says nothing about two policies' difference: they
+    there is one), and every other RL, DPO, best-of-N or fine-tuned row (ppo_ptx, rloo, grpo, ppo_r2, dpo,
+    best_of_N, sft_good, rft) against ppo (when there is one). A policy's interval against SFT says nothing about two policies' difference: they
     share the prompts, and the paired test uses that.
 19. The report card's held-out column (issue 29): a record's "edits_held_out" {axis: the ideal with one flaw
     written in a form that no demonstration or comparison contains} scored like "edits" (12). An RM that scores the
@@ -741,8 +741,8 @@ if __name__ == "__main__":
                                          wins_t1=w["wins"], ties_t1=w["ties"], losses_t1=w["losses"])
     pairs = [(a, "sft_rewrite") for a in policies if a != "sft_rewrite"] if "sft_rewrite" in policies else []  # (18)
     if "ppo" in policies:
-        pairs += [(a, "ppo") for a, (c, _) in policies.items()
-                  if a != "ppo" and (c["stage"] in ("ppo", "dpo") or a.startswith("best_of_"))]
+        pairs += [(a, "ppo") for a, (c, _) in policies.items() if a not in ("ppo", sft_name, "sft_rewrite") and
+                  (c["stage"] in ("ppo", "dpo", "sft") or a.startswith("best_of_"))]
     results["paired"] = [{"a": a, "b": b, **win_rate(golds[a], golds[b]), "gold_diff": gold_diff(golds[a], golds[b])}
                          for a, b in pairs]
 

@@ -32,7 +32,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert len(picks) == 1000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
-                                                                  "ppo_r2"}
+                                                                  "ppo_r2", "sft_good", "rft"}
     # round 2 ranks the round-1 PPO policy's answers: sample.py gives the same answers again from ppo, not from sft
     data, r2 = tmp_path / "data", tmp_path / "samples_r2.jsonl"
     rows = [json.loads(line) for line in open(data / "round2" / "prefs_train.jsonl")]
