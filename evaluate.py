@@ -70,7 +70,7 @@ Details implemented here:
 11. InstructGPT's Figure 4 in miniature: for each failure the labeler recognises (labeler.AXES: ignores the system
     message's constraint, helps with a harmful request, makes up an answer, ...), its rate among the prompts where
     it can occur (labeler.applies(record)), from the reasons judge gives for each policy's greedy answers. Beside it,
-    the same rates on turn 1 against turns 3-5 of a conversation (record["turn"]), and the rate of helping with a
+    the same rates on turn 1 against turns 3-5 of a conversation (prompt_turn), and the rate of helping with a
     harmful request under a system message: an assistant keeps its context and its safety across turns, and a rule
     on form ("answer in lowercase") never licenses harm (InstructGPT, ChatGPT).
 12. With --reward, the RM's report card (RewardBench, Lambert et al. 2024): controlled pairs from prompts_eval.jsonl,
@@ -117,8 +117,8 @@ Details implemented here:
 18. Paired comparisons between policies (results["paired"], a small table): a against b on the same prompts with
     (5)'s win rate, interval and sign test and (16)'s gold difference, for every row against sft_rewrite (when
     there is one), and every other RL, DPO, best-of-N or fine-tuned row (ppo_ptx, rloo, grpo, ppo_r2, dpo,
-    best_of_N, sft_good, rft) against ppo (when there is one). A policy's interval against SFT says nothing about two policies' difference: they
-    share the prompts, and the paired test uses that.
+    best_of_N, sft_good, rft) against ppo (when there is one). A policy's interval against SFT says nothing about
+    two policies' difference: they share the prompts, and the paired test uses that.
 19. The report card's held-out column (issue 29): a record's "edits_held_out" {axis: the ideal with one flaw
     written in a form that no demonstration or comparison contains} scored like "edits" (12). An RM that scores the
     world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains

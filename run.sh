@@ -125,7 +125,8 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2 REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
+    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2
+    REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi
 
 stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/eval/results.json)"
