@@ -365,13 +365,14 @@ def unwrap(model):
     return getattr(model, "_orig_mod", model)
 
 
-def answer_logps(model, idx, mask, starts, rt):
+def answer_logps(model, idx, mask, starts, rt, temperature=1.0):
     """Sum of log p(token | tokens before it) over each row's answer: positions starts[i] .. the row's last real
-    token, right-padded idx, mask (B, T), starts (B,). One forward pass -> (B,). DPO's sequence log-probs and
-    evaluate.py's KL to SFT."""
+    token, right-padded idx, mask (B, T), starts (B,), p from logits / temperature. One forward pass -> (B,). DPO's
+    sequence log-probs and evaluate.py's KL to SFT."""
     with rt.autocast:
         logits, _ = model(idx, attention_mask=mask)                                        # (B, T, V)
-    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, idx[:, 1:, None]).squeeze(-1)  # (B, T - 1)
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, -1)
+    logp = logp.gather(-1, idx[:, 1:, None]).squeeze(-1)                                   # (B, T - 1)
     pos = torch.arange(1, idx.size(1), device=idx.device)                                  # the predicted token
     answer = (pos >= starts[:, None]) & mask[:, 1:].bool()                                 # (B, T - 1)
     return (logp * answer).sum(1)

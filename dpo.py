@@ -11,18 +11,25 @@ model acts as an implicit reward, trained with the Bradley-Terry loss the RM use
     from dpo import dpo_loss                           # the pure loss, on (B,) sequence log-probs
 
 Details implemented here:
- 1. Pairs: every untied pair (w ranked better than l) of each K-way comparison in prefs_train.jsonl (DESIGN.md's
-    format, the file reward.py trains on), each distinct pair of answers once; ties make no pair. The SFT model
-    repeats its likeliest answers ("No. I won't do that." five times of nine), and counted once per sample the same
-    comparison came back up to 20 times: on world v2.1's seed 0 (K = 9), 16.9k pairs of which 6.8k distinct. The
-    repeats cost time, and they are not more evidence: a labeler shown the same answer twice ranks it once. An answer is the tokens the policy sampled when the
-    record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text encoded:
-    decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a byte
-    sequence that is not UTF-8 as U+FFFD, a BPE token sequence re-encodes to another), so the text alone could
+ 1. Pairs, grouped by prompt: every untied pair (w ranked better than l) of each K-way comparison in
+    prefs_train.jsonl (DESIGN.md's format, the file reward.py trains on), each distinct pair of answers once; ties
+    make no pair (SFT repeats its likeliest answers, and a labeler shown the same answer twice ranks it once). As in
+    InstructGPT's RM (sec. 3.5) and reward.py (2), all the pairs of a prompt go in one batch element: a step is
+    batch_size prompts, each prompt's distinct answers in one forward pass, its loss the mean over its pairs, the
+    step's the mean over prompts. Shuffled pairs would weigh a prompt by its number of distinct pairs (1 to 36 here)
+    and, InstructGPT found, overfit in one pass; here they moved the policy much further from SFT for a lower gold
+    score on every seed (docs/experiments.md "RL correctness pass 2"). An answer is the tokens the policy sampled
+    when the record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text
+    encoded: decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a
+    byte sequence that is not UTF-8 as U+FFFD, a BPE token sequence re-encodes to another), so the text alone could
     train on sequences the policy never produced.
  2. Loss (DPO eq. 7): -log sigmoid(beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]),
-    beta = 0.1, averaged over the pairs of the global batch. The implicit rewards beta * (log pi - log pi_ref) of the
-    chosen and rejected answers are logged: their margin and how often the chosen one is higher (accuracy).
+    beta = 0.1, averaged as (1) says. The implicit rewards beta * (log pi - log pi_ref) of the chosen and rejected
+    answers are logged: their margin and how often the chosen one is higher (accuracy). --label_smoothing=eps is
+    conservative DPO (Mitchell 2023, as TRL's label_smoothing): each label is taken as flipped with probability eps,
+    -(1 - eps) log sigmoid(h) - eps log sigmoid(-h). 0 by default: with eps = 0.1, the labeler's noise rate, the
+    greedy answers did not change (docs/experiments.md): its gradient differs from DPO's only where sigmoid(h) nears
+    1 - eps, and here the margins stay near 0.1.
  3. Sequence log-probs are sums over the response tokens only (the answer's content and its closing <|end|> when
     it finished), never the prompt or a pad: the prompt's log-prob is the same under both answers and cancels in
     the loss only if it is left out of both.
@@ -61,7 +68,8 @@ class Config:
     resume: bool = False              # continue from out_dir/ckpt.pt
     beta: float = 0.1                 # (2) DPO's temperature: higher keeps the policy nearer the reference
     epochs: int = 1                   # passes over the pairs (a second one doubled the drift here: README)
-    batch_size: int = 32              # pairs per step per process
+    batch_size: int = 8               # prompts per step per process, each with all its pairs (1)
+    label_smoothing: float = 0.0      # conservative DPO: the chance a label is flipped (2)
     learning_rate: float = 1e-5       # peak learning rate (8)
     min_lr: float = 1e-6              # learning rate at the end of the cosine decay
     warmup_iters: int = 10            # linear warmup steps
@@ -77,19 +85,23 @@ class Config:
     compile: bool = False             # torch.compile the policy (GPUs)
 
 
-def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1):
+def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=0.1,
+             label_smoothing=0.0):
     """(2) All (B,) summed sequence log-probs -> (mean loss, chosen rewards (B,), rejected rewards (B,)), the
-    rewards being DPO's implicit beta * (log pi - log pi_ref), detached."""
+    rewards being DPO's implicit beta * (log pi - log pi_ref), detached. label_smoothing eps: each pair's label is
+    taken as flipped with probability eps (conservative DPO), -(1 - eps) log sigmoid(h) - eps log sigmoid(-h)."""
     chosen = policy_chosen_logps - ref_chosen_logps
     rejected = policy_rejected_logps - ref_rejected_logps
-    loss = -F.logsigmoid(beta * (chosen - rejected)).mean()
+    h = beta * (chosen - rejected)
+    loss = (-(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)).mean()
     return loss, beta * chosen.detach(), beta * rejected.detach()
 
 
-def load_pairs(path, tok, block_size):
-    """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every distinct untied pair; an
-    answer's length counts its tokens and its <|end|> (3), so its tokens are the last `length` of its sequence."""
-    pairs = []
+def load_groups(path, tok, block_size):
+    """(1) One group per prompt with at least one pair: (its distinct answers' token sequences, their answer lengths,
+    [(w, l)] indices of every distinct untied pair, w ranked better). An answer's length counts its tokens and its
+    <|end|> (3), so its tokens are the last `length` of its sequence."""
+    groups = []
     hint = "collect comparisons with data/assistant/label.py"
     for r in read_jsonl(path, lambda r: check_comparison(r, tok), hint=hint):
         finished = r.get("finished", [True] * len(r["responses"]))
@@ -97,13 +109,20 @@ def load_pairs(path, tok, block_size):
         prompt = tok.render_prompt(r["messages"])
         seqs = [(prompt + a + ([tok.end_id] if f else []))[-block_size:] for a, f in zip(answers, finished)]
         lens = [min(len(a) + int(f), len(s)) for a, f, s in zip(answers, finished, seqs)]
-        seen = set()
-        for w in range(len(seqs)):
-            for l in range(len(seqs)):
-                if r["ranks"][w] < r["ranks"][l] and (tuple(seqs[w]), tuple(seqs[l])) not in seen:
-                    seen.add((tuple(seqs[w]), tuple(seqs[l])))
-                    pairs.append((seqs[w], seqs[l], lens[w], lens[l]))
-    return pairs
+        index = {}  # a distinct answer -> its place among the group's sequences
+        for s, n in zip(seqs, lens):
+            index.setdefault(tuple(s), (len(index), n))
+        pairs = sorted({(index[tuple(seqs[w])][0], index[tuple(seqs[l])][0]) for w in range(len(seqs))
+                        for l in range(len(seqs)) if r["ranks"][w] < r["ranks"][l] and seqs[w] != seqs[l]})
+        if pairs:
+            groups.append(([list(s) for s in index], [n for _, n in index.values()], pairs))
+    return groups
+
+
+def load_pairs(path, tok, block_size):
+    """(1) [(chosen ids, rejected ids, chosen answer length, rejected answer length)] of every group's pairs."""
+    return [(seqs[w], seqs[l], lens[w], lens[l]) for seqs, lens, pairs in load_groups(path, tok, block_size)
+            for w, l in pairs]
 
 
 def sequence_logps(model, seqs, lens, pad_id, rt):
@@ -124,6 +143,29 @@ def reference_logps(model, pairs, pad_id, rt, batch_size=64):
         rejected.append(sequence_logps(model, [p[1] for p in chunk], [p[3] for p in chunk], pad_id, rt))
     empty = torch.zeros(0, device=rt.device)  # no pairs (a validation split whose answers all tied): (0,)
     return torch.cat(chosen) if pairs else empty, torch.cat(rejected) if pairs else empty
+
+
+@torch.no_grad()
+def group_reference_logps(model, groups, pad_id, rt, batch_size=64):
+    """(4) The frozen reference's log-probs of every group's distinct answers: a list of (K_i,) tensors."""
+    model.eval()
+    seqs, lens = [s for g in groups for s in g[0]], [n for g in groups for n in g[1]]
+    flat = [sequence_logps(model, seqs[i:i + batch_size], lens[i:i + batch_size], pad_id, rt)
+            for i in range(0, len(seqs), batch_size)]
+    return list(torch.cat(flat).split([len(g[0]) for g in groups])) if groups else []
+
+
+def group_loss(model, groups, refs, pad_id, rt, beta, label_smoothing):
+    """(1) (2) A batch of prompts: each prompt's distinct answers in one forward pass, the DPO loss averaged over the
+    prompt's pairs, then over the prompts (InstructGPT's grouping: every prompt weighs the same). Returns (loss,
+    chosen rewards, rejected rewards), the rewards (all pairs of the batch,)."""
+    logps = sequence_logps(model, [s for g in groups for s in g[0]], [n for g in groups for n in g[1]], pad_id, rt)
+    losses, chosen, rejected = [], [], []
+    for (_, _, pairs), lp, ref in zip(groups, logps.split([len(g[0]) for g in groups]), refs):
+        w, l = torch.tensor(pairs, device=lp.device).T                         # (pairs,) each
+        loss, c, r = dpo_loss(lp[w], lp[l], ref[w], ref[l], beta, label_smoothing)
+        losses.append(loss), chosen.append(c), rejected.append(r)
+    return torch.stack(losses).mean(), torch.cat(chosen), torch.cat(rejected)
 
 
 def pair_logps(model, pairs, pad_id, rt):
@@ -150,6 +192,9 @@ def preference_accuracy(model, pairs, ref, pad_id, rt, beta, batch_size=64):
 
 if __name__ == "__main__":
     cfg = parse_config(Config)
+    if not 0 <= cfg.label_smoothing < 0.5:
+        raise SystemExit(f"--label_smoothing={cfg.label_smoothing}: expected the chance that a label is flipped, in "
+                         f"[0, 0.5)")
     rt = setup(cfg.device, cfg.dtype, cfg.seed)
     source = cfg.out_dir if cfg.resume else cfg.init_from
     ckpt = load_checkpoint(source, stages=("dpo",) if cfg.resume else LM_STAGES,
@@ -157,19 +202,19 @@ if __name__ == "__main__":
     sft = load_checkpoint(ckpt["parent"], stages=LM_STAGES) if cfg.resume else ckpt
     tok = get_tokenizer(ckpt["tokenizer"])
     block = ckpt["model_args"]["block_size"]
-    train = load_pairs(os.path.join(cfg.data_dir, "prefs_train.jsonl"), tok, block)
+    train = load_groups(os.path.join(cfg.data_dir, "prefs_train.jsonl"), tok, block)
     val = load_pairs(os.path.join(cfg.data_dir, "prefs_val.jsonl"), tok, block)
 
     policy = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device)        # (5)
     ref = model_from_checkpoint(sft, dropout=0.0).to(rt.device).eval().requires_grad_(False)  # (4)
-    ref_train = reference_logps(ref, train, tok.pad_id, rt)
+    ref_train = group_reference_logps(ref, train, tok.pad_id, rt)
     ref_val = reference_logps(ref, val, tok.pad_id, rt)
     optimizer = configure_optimizer(policy, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
     per_step = cfg.batch_size * rt.world_size
     steps_per_epoch = len(train) // per_step
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(train)} preference pairs are fewer than one global batch of {per_step}")
+        raise SystemExit(f"{len(train)} prompts with preference pairs are fewer than one global batch of {per_step}")
     max_iters = cfg.epochs * steps_per_epoch
     step = 0
     if cfg.resume:
@@ -182,7 +227,8 @@ if __name__ == "__main__":
     model = wrap(policy, rt, cfg.compile)
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
-        print(f"data: {len(train)} train / {len(val)} val preference pairs, {max_iters} steps")
+        print(f"data: {sum(len(g[2]) for g in train)} train preference pairs in {len(train)} prompts / {len(val)} val "
+              f"pairs, {max_iters} steps of {per_step} prompts")
     logger = Logger(cfg.out_dir, max_iters, rt.master, step if cfg.resume else None)
     if step == 0:
         acc0, margin0 = preference_accuracy(policy, val, ref_val, tok.pad_id, rt, cfg.beta)
@@ -205,8 +251,8 @@ if __name__ == "__main__":
         lr = get_lr(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        pc, pr = pair_logps(model, [train[j] for j in ids.tolist()], tok.pad_id, rt)
-        loss, rc, rr = dpo_loss(pc, pr, ref_train[0][ids], ref_train[1][ids], cfg.beta)  # (2)
+        loss, rc, rr = group_loss(model, [train[j] for j in ids.tolist()], [ref_train[j] for j in ids.tolist()],
+                                  tok.pad_id, rt, cfg.beta, cfg.label_smoothing)  # (1) (2)
         rt.scaler.scale(loss).backward()  # DDP averages the per-rank means: the global batch's mean (equal shards)
         clip_and_step(model, optimizer, rt, cfg.grad_clip, loss.item(), step, cfg.out_dir)
         optimizer.zero_grad(set_to_none=True)

@@ -38,9 +38,11 @@ Details implemented here:
     sign test on the decisive prompts (sign_test_p): the interval holds its level over repeated experiments, the
     sign test is exact and a little conservative, and near 0.5 with few decisive prompts they can differ (8 W / 2
     L / 230 T: interval [0.4995, 0.5286], sign test p = 0.11).
- 6. KL to SFT: t1_samples answers per prompt sampled at T = 1 from the policy, the sum over each one's tokens of
-    log pi - log pi_sft (the k1 estimate of KL per answer; PPO's penalty measures the same thing), averaged over
-    the answers. The same samples give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
+ 6. KL to SFT: t1_samples answers per prompt sampled from the policy at its training temperature T (a PPO
+    checkpoint's config; 1 for every other stage), the sum over each one's tokens of log pi - log pi_sft, both
+    from logits / T (the k1 estimate of KL per answer: PPO's penalty, where it was paid; the HH preset trains at
+    T = 0.7), averaged over the answers; results.json names T (kl_temperature). The T = 1 samples (the same ones
+    when T = 1) give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
     win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it. SFT's samples
     are drawn once, with a generator seeded seed + 1, every policy's with seed: on the same seed and batch order,
     a policy that agrees with SFT would give the very same draws (the SFT row at T = 1 is then SFT against an
@@ -117,8 +119,9 @@ Details implemented here:
 18. Paired comparisons between policies (results["paired"], a small table): a against b on the same prompts with
     (5)'s win rate, interval and sign test and (16)'s gold difference, for every row against sft_rewrite (when
     there is one), and every other RL, DPO, best-of-N or fine-tuned row (ppo_ptx, rloo, grpo, ppo_r2, dpo,
-    best_of_N, sft_good, rft) against ppo (when there is one). A policy's interval against SFT says nothing about
-    two policies' difference: they share the prompts, and the paired test uses that.
+    best_of_N, sft_good, rft) against ppo (when there is one), and a second run of one method (named by its run
+    directory, as out/rloo_paper beside out/rloo) against the first. A policy's interval against SFT says nothing
+    about two policies' difference: they share the prompts, and the paired test uses that.
 19. The report card's held-out column (issue 29): a record's "edits_held_out" {axis: the ideal with one flaw
     written in a form that no demonstration or comparison contains} scored like "edits" (12). An RM that scores the
     world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains
@@ -242,16 +245,22 @@ def rm_scores(rm, tok, records, texts, finished, rt):
     return score_sequences(rm, seqs, tok.pad_id, rt)
 
 
+def training_temperature(ckpt):
+    """(6) The temperature a policy was trained at: PPO's rollouts' (its config), 1 for every other stage."""
+    return float(ckpt["config"].get("temperature", 1.0)) if ckpt["stage"] == "ppo" else 1.0
+
+
 @torch.no_grad()
-def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1):
-    """(6) KL(pi || pi_sft) per answer, the k1 estimate: `samples` answers per prompt sampled from the policy at
-    T = 1, the sum over each one's tokens (and its <|end|>) of log pi - log pi_sft, averaged over the answers.
-    Returns the KL and the answers' texts, (prompts * samples,), a prompt's samples next to each other."""
+def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1, temperature=1.0):
+    """(6) KL(pi_T || pi_sft,T) per answer, the k1 estimate: `samples` answers per prompt sampled from the policy at
+    temperature T, the sum over each one's tokens (and its <|end|>) of log pi - log pi_sft, both from logits / T
+    (PPO's penalty at its training temperature), averaged over the answers. Returns the KL and the answers' texts,
+    (prompts * samples,), a prompt's samples next to each other."""
     tok = get_tokenizer(ckpt["tokenizer"])
     policy, sft = (model_from_checkpoint(c, dropout=0.0).to(rt.device).eval() for c in (ckpt, sft_ckpt))
     limit = policy.config.block_size - cfg.max_new_tokens
     prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records for _ in range(samples)]
-    out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=1.0,
+    out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=temperature,
                            batch_size=cfg.batch_size, generator=generator)
     if ckpt is sft_ckpt:  # SFT itself: log pi - log pi_sft is 0 on every token, no need to compute it
         return 0.0, [tok.decode(ids) for ids, _ in out]
@@ -261,7 +270,8 @@ def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1):
                 zip(prompts[i:i + cfg.batch_size], out[i:i + cfg.batch_size])]
         idx, mask = pad_right(seqs, tok.pad_id, rt.device)                                   # (B, T)
         start = torch.tensor([len(p) for p in prompts[i:i + cfg.batch_size]], device=rt.device)
-        total += (answer_logps(policy, idx, mask, start, rt) - answer_logps(sft, idx, mask, start, rt)).sum().item()
+        total += (answer_logps(policy, idx, mask, start, rt, temperature)
+                  - answer_logps(sft, idx, mask, start, rt, temperature)).sum().item()
     return total / len(prompts), [tok.decode(ids) for ids, _ in out]
 
 
@@ -550,16 +560,19 @@ def write_json(path, obj):
 
 COMBINED = {"gold_score": "gold score", "gold_diff_vs_sft": "gold - sft, paired on the prompts (16)",
             "win_rate_vs_sft": "win rate vs sft (5)", "win_rate_vs_sft_rewrite": "win rate vs sft_rewrite (18)"}
+RANGE = {"gold_score": (0.0, 1.0), "gold_diff_vs_sft": (-1.0, 1.0), "win_rate_vs_sft": (0.0, 1.0),
+         "win_rate_vs_sft_rewrite": (0.0, 1.0)}  # (21) what each number can be: its interval stays inside
 
 
-def mean_over_seeds(values):
+def mean_over_seeds(values, lo=-math.inf, hi=math.inf):
     """(21) {mean, ci95, per_seed} of one number's values, one per seed: Student's t interval over the seeds, mean
-    +- t975(n - 1) sd / sqrt(n), so the between-seed variance is in it. No mean where a seed has no value (None)."""
+    +- t975(n - 1) sd / sqrt(n), so the between-seed variance is in it, cut to the range [lo, hi] the number can
+    take (a win rate's [0, 1]). No mean where a seed has no value (None)."""
     if None in values:
         return {"mean": None, "ci95": None, "per_seed": values}
     n, mean = len(values), sum(values) / len(values)
     half = t975(n - 1) * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
-    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": values}
+    return {"mean": mean, "ci95": [max(lo, mean - half), min(hi, mean + half)], "per_seed": values}
 
 
 def combine(dirs):
@@ -600,7 +613,8 @@ def combine(dirs):
 
     per_seed = {k: [numbers(res, k) for res in runs] for k in names}
     return {"dirs": list(dirs), "t975": t975(len(dirs) - 1),
-            "policies": {k: {m: mean_over_seeds([v[m] for v in per_seed[k]]) for m in COMBINED} for k in names},
+            "policies": {k: {m: mean_over_seeds([v[m] for v in per_seed[k]], *RANGE[m]) for m in COMBINED}
+                         for k in names},
             "not_in_every_run": sorted({k for r in runs for k in r["policies"]} - set(names))}
 
 
@@ -665,6 +679,7 @@ if __name__ == "__main__":
                 rm, rm_ckpt, results["reward_model"] = other, other_ckpt, card
     demos = first_demonstrations(os.path.join(cfg.data_dir, "sft_train.jsonl"), cfg.few_shot) if cfg.few_shot else []
     policies, golds, reasons_of = {}, {}, {}  # name -> (checkpoint or None, path); gold per prompt; reasons per prompt
+    twins = []  # (18) (a second run of a method, the first run)
 
     def add_row(name, ckpt, path, texts, finished, kl=None, **extra):
         tok = get_tokenizer(ckpt["tokenizer"])
@@ -693,6 +708,8 @@ if __name__ == "__main__":
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
         name = row_name(ckpt, path, policies)
+        if name != row_name(ckpt, path, {}):  # (18) another run of a method already in the table
+            twins.append((name, row_name(ckpt, path, {})))
         texts, finished = answer(ckpt, records, cfg, rt)
         add_row(name, ckpt, path, texts, finished)
         if ckpt["stage"] == "sft" and sft_ckpt is None:
@@ -733,6 +750,11 @@ if __name__ == "__main__":
         if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain" and not res.get("rewrite_of"):
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
             res["kl_to_sft"], texts = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples)
+            res["kl_temperature"] = training_temperature(ckpt)
+            if res["kl_temperature"] != 1.0:  # the KL where its penalty was paid; the win rate below stays at T = 1
+                g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+                res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples,
+                                             res["kl_temperature"])[0]
             t1[name] = [labeler.score(r, t) for r, t in zip(t1_records, texts)]
             res["gold_score_t1"] = sum(t1[name]) / len(t1[name])
     for name in t1:  # (6) the j-th T=1 sample for a prompt against SFT's independent j-th one, clustered by prompt
@@ -743,6 +765,7 @@ if __name__ == "__main__":
     if "ppo" in policies:
         pairs += [(a, "ppo") for a, (c, _) in policies.items() if a not in ("ppo", sft_name, "sft_rewrite") and
                   (c["stage"] in ("ppo", "dpo", "sft") or a.startswith("best_of_"))]
+    pairs += [t for t in twins if t[1] != sft_name and t not in pairs]  # (18) against SFT: the rows' own columns
     results["paired"] = [{"a": a, "b": b, **win_rate(golds[a], golds[b]), "gold_diff": gold_diff(golds[a], golds[b])}
                          for a, b in pairs]
 
@@ -861,7 +884,9 @@ if __name__ == "__main__":
             snap = load_checkpoint(f, stages=("ppo",))
             texts, finished = answer(snap, records, cfg, rt)
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-            row = {"step": snap["step"], "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g)[0],
+            T = training_temperature(snap)  # (6)
+            row = {"step": snap["step"], "kl_temperature": T,
+                   "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g, temperature=T)[0],
                    "gold_score": sum(labeler.score(r, t) for r, t in zip(records, texts)) / len(records)}
             if rm is not None:
                 row["rm_score"] = sum(rm_scores(rm, get_tokenizer(snap["tokenizer"]), records, texts, finished,

@@ -30,9 +30,9 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     logits divided by T (N+), on exactly the generated tokens. The response mask keeps the tokens up to and
     including the first <|end|>; pads after it are masked everywhere below.
  4. Score: the RM at the last real token (the <|end|>, or the last token of a cut answer), already normalised by
-    reward.py (std 1 on the SFT policy's samples, as lm-human-preferences and N+; demonstrations' mean 0, as
-    InstructGPT); minus missing_eos_penalty when the answer reached the length limit without <|end|> (N+: the "EOS
-    trick").
+    reward.py (std 1 on the SFT policy's fresh answers to RL prompts, as lm-human-preferences and N+; demonstrations'
+    mean 0, as InstructGPT); minus missing_eos_penalty when the answer reached the length limit without <|end|>
+    (N+: the "EOS trick").
  5. Per-token reward: -beta * (log pi(y_t) - log pi_ref(y_t)) on every response token, plus the score on the last
     one (Ziegler et al.; InstructGPT eq. 2). Logged: the KL per answer with the k1 estimator (sum of log-ratios)
     and the k3 one (sum of r - 1 - log r, r = pi_ref / pi, never negative; Schulman 2020 "Approximating KL").
@@ -60,8 +60,9 @@ and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human 
     less of the return's variance (0.60 -> 0.50 on average), as Monte-Carlo targets are noisier. With lambda 1 the
     value at the prompt, V(x), is each answer's whole baseline: (20) fits it before the policy moves.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
- 9. ppo_epochs passes over the rollout batch in shuffled minibatches. Old log-probs and values are those of the
-    rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a check from N+).
+ 9. ppo_epochs (4; rloo 1: 16) passes over the rollout batch in shuffled minibatches. Old log-probs and values
+    are those of the rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a
+    check from N+).
 10. Clipped surrogate (clip 0.2; PPO eq. 7), averaged over the minibatch's real tokens.
 11. Clipped value loss (clip 0.2; N+, as OpenAI's lm-human-preferences), times vf_coef; policy and value share one
     AdamW and one global gradient-norm clip.
@@ -92,15 +93,15 @@ REINFORCE style optimization for learning from human feedback in LLMs", after Ko
     refused: an answer's baseline is the other answers to its prompt. The checkpoint's stage stays "ppo" (the script
     that wrote it; its config names the estimator), so every reader of ppo checkpoints reads it; --resume refuses a
     checkpoint of another estimator.
-16. RLOO (Ahmadian et al. sec. 2.3): an answer's reward is (5)'s per-token rewards summed, score - beta * sum_t kl_t
+16. RLOO (Ahmadian et al. sec. 2.3-3): an answer's reward is (5)'s per-token rewards summed, score - beta * sum_t kl_t
     (their eq. 3's sequence-level KL-shaped reward), and its advantage that reward minus the mean of the other k - 1
     answers' (= k / (k - 1) times its distance to the group mean): unbiased, the baseline does not depend on the
-    answer. Every token of the answer gets it; no whitening (the paper has none). The loss is (10)'s clipped surrogate:
-    at ratio 1 its gradient is REINFORCE's, -A * sum_t grad log pi(y_t), so --ppo_epochs=1 with --minibatch_size equal
-    to --batch_size is the paper's plain REINFORCE (TRL's RLOO trainer is built on the same identity: REINFORCE is
-    PPO with one epoch of one minibatch); the defaults keep PPO's epochs, minibatches and clip, as TRL's RLOO trainer
-    allows, so that the gradient steps an iteration compare with PPO's. Paper: k = 2 and 4, beta 0.03 (TL;DR) and
-    0.10 (HH), lr 1e-6, 2 gradient steps a rollout batch, no clipping.
+    answer; no whitening (the paper has none). The loss is theirs, plain REINFORCE: -(1 / B) sum_i A_i log pi(y_i),
+    log pi(y_i) summed over the answer's tokens (the whole answer is one action), no ratio and no clip, and one pass
+    over the rollout batch (REINFORCE is on-policy; --ppo_epochs > 1 is refused). The minibatches after the first are
+    a few steps off the policy that sampled them: logged as clipfrac, the share of tokens PPO's clip would have cut.
+    TRL's RLOO trainer instead keeps PPO's epochs with one clipped ratio per answer. Paper: k = 2 and 4, beta 0.03
+    (TL;DR) and 0.10 (HH), lr 1e-6. Here a rollout batch of 64 answers is 4 gradient steps, PPO's 16.
 17. GRPO (Shao et al. eq. 3): the advantage of an answer is (score - group mean) / (group std + 1e-4), the same for
     every token; population std (the paper does not say which; TRL's is the sample std); a group whose scores are all
     equal gets 0, not NaN. No KL in the reward: beta times Schulman's k3 per token, pi_ref / pi - log(pi_ref / pi) - 1
@@ -110,16 +111,16 @@ REINFORCE style optimization for learning from human feedback in LLMs", after Ko
     Paper: G = 64 answers a question, beta 0.04, lr 1e-6, one gradient step a rollout batch.
 18. Aggregation, and the critiques of Liu et al. 2025 (Dr. GRPO). GRPO's eq. 3 averages each answer's tokens (1 / |o_i|)
     before the answers: a short answer's tokens weigh more, so a positive advantage favours short answers and a
-    negative one is diluted in long ones (wrong answers grow longer). Deviation: every estimator here takes PPO's
-    token-level mean over the minibatch (10), so an answer's gradient is its advantage times sum_t grad log pi, the
-    REINFORCE direction, times one constant shared by the minibatch. The division by the group's std weights up
+    negative one is diluted in long ones (wrong answers grow longer). Deviation: grpo takes PPO's token-level mean
+    over the minibatch (10), so an answer's gradient is its advantage times sum_t grad log pi, the REINFORCE
+    direction (rloo's own, 16), times one constant shared by the minibatch. The division by the group's std weights up
     prompts whose answers score nearly alike (a 0.01 spread among four answers becomes +-1): kept by default because
     it is GRPO's; --group_std=false drops it (Dr. GRPO's advantage: RLOO's on the score alone, up to k / (k - 1)).
 19. Defaults for rloo and grpo: k = 4 (the larger of Ahmadian et al.'s 2 and 4; GRPO's 64 fill its 1024-answer
     batches, and would leave one prompt an iteration of 64 answers here); beta = 0.1 as PPO's (14): the same RM with
     the same blind spots, and for rloo the same objective, score - beta * KL, so that the estimators differ and not
-    the objectives; for grpo 0.1 is 2.5x its paper's 0.04 as PPO's is 5x InstructGPT's 0.02. Learning rate, epochs,
-    minibatches and clip are PPO's: the comparison is of estimators, not of budgets. "tied" logs the fraction of
+    the objectives; for grpo 0.1 is 2.5x its paper's 0.04 as PPO's is 5x InstructGPT's 0.02. Learning rate, minibatch
+    size and, for grpo, epochs and clip are PPO's; rloo makes one pass, as its paper (16). "tied" logs the fraction of
     groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025, samples more prompts to replace
     them; here they are only counted).
 
@@ -179,7 +180,7 @@ class Config:
     max_iters: int = 32                # rollout batches (iterations); the gold score stops moving by ~20 here
     batch_size: int = 64               # answers per rollout batch per process: one per prompt (gae), or k (15)
     minibatch_size: int = 16           # answers per PPO update (9)
-    ppo_epochs: int = 4                # passes over each rollout batch (9)
+    ppo_epochs: int = 0                # passes over each rollout batch (9); 0: 4 (gae, grpo), 1 (rloo: 16)
     max_new_tokens: int = 64           # response length limit (2)
     temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
     beta: float = 0.1                  # KL coefficient: in the reward (5, 16), of the grpo loss term (17); (6, 14, 19)
@@ -248,6 +249,18 @@ def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running
     return advantages, (advantages + values) * mask
+
+
+def reinforce_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):
+    """(16) RLOO's loss as Ahmadian et al. write it: REINFORCE, -(1 / B) sum_i A_i log pi(y_i | x_i), log pi(y_i | x_i)
+    the sum over answer i's real tokens; no ratio, no clip. logprobs, old_logprobs, mask (B, n); advantages (B,).
+    Returns (loss, clip fraction, approx KL) as policy_loss does: the share of tokens whose ratio to the rollout
+    policy is outside 1 +- clip (what PPO would have clipped; nothing is clipped here) and the mean (log ratio)^2 / 2,
+    both logged to show how far a minibatch after the first is from the policy that sampled it."""
+    loss = -(advantages * (logprobs * mask).sum(1)).mean()
+    log_ratio = (logprobs - old_logprobs).detach()
+    clipfrac = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(), mask)
+    return loss, clipfrac, masked_mean(0.5 * log_ratio ** 2, mask)
 
 
 def policy_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):
@@ -374,6 +387,13 @@ if __name__ == "__main__":
     if k < 2 and not gae:  # (15)
         raise SystemExit(f"--estimator={cfg.estimator} needs --k >= 2 answers per prompt: an answer's baseline is the "
                          f"other answers to its prompt, and with --k={cfg.k} there are none")
+    if cfg.ppo_epochs < 0:
+        raise SystemExit(f"--ppo_epochs={cfg.ppo_epochs}: expected a number of passes >= 1, or 0 for the estimator's")
+    epochs = cfg.ppo_epochs or (1 if cfg.estimator == "rloo" else 4)  # (9) (16)
+    if cfg.estimator == "rloo" and epochs > 1:  # (16)
+        raise SystemExit(f"--estimator=rloo is REINFORCE, on-policy: one pass over each rollout batch, not "
+                         f"--ppo_epochs={cfg.ppo_epochs} (a second pass would reuse answers a changed policy did not "
+                         f"sample, with no ratio to correct for it); use --estimator=gae or grpo for several epochs")
     if cfg.batch_size % k:
         raise SystemExit(f"--batch_size={cfg.batch_size} answers do not split into groups of --k={k}: use a multiple "
                          f"of {k}")
@@ -482,9 +502,9 @@ if __name__ == "__main__":
         else:  # (16) RLOO's reward: (5)'s summed over the answer; (17) GRPO's: the score alone, its KL is in the loss
             in_reward = beta if cfg.estimator == "rloo" else 0.0
             seq_rewards = token_rewards(kl, r["score"], fmask, finished, in_reward, cfg.missing_eos_penalty).sum(1)
-            adv = (rloo_advantages(seq_rewards, k) if cfg.estimator == "rloo"                # (16) (B,)
-                   else grpo_advantages(seq_rewards, k, cfg.group_std))                    # (17) (B,)
-            advantages = adv[:, None] * fmask                                # (B, n): the answer's, on every token
+            seq_adv = (rloo_advantages(seq_rewards, k) if cfg.estimator == "rloo"            # (16) (B,)
+                       else grpo_advantages(seq_rewards, k, cfg.group_std))                # (17) (B,)
+            advantages = seq_adv[:, None] * fmask                            # (B, n): the answer's, on every token
             spread = seq_rewards.view(-1, k)                                 # (B / k, k)
             tied = (spread.max(1).values - spread.min(1).values <= 1e-6).float().mean()  # (19) groups without signal
         t2 = time.time()
@@ -496,7 +516,7 @@ if __name__ == "__main__":
         g = torch.Generator().manual_seed(cfg.seed + 31 * it)
         stats = {name: [] for name in ("pg_loss", "vf_loss", "kl_loss", "ptx_loss", "clipfrac", "approx_kl")}
         ratio_first = None
-        for _ in range(cfg.ppo_epochs):
+        for _ in range(epochs):
             perm = torch.randperm(seq.size(0), generator=g).to(rt.device)
             for s in range(0, seq.size(0), cfg.minibatch_size):
                 mb = perm[s:s + cfg.minibatch_size]
@@ -505,7 +525,10 @@ if __name__ == "__main__":
                     logp = None if warm else response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)[0]
                     v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float() if gae else None
                 loss = 0.0
-                if not warm:
+                if not warm and cfg.estimator == "rloo":  # (16) REINFORCE on the answer's summed log-prob
+                    pg, clipfrac, approx_kl = reinforce_loss(logp, r["logp"][mb], seq_adv[mb], m, cfg.clip)
+                    loss = pg
+                elif not warm:
                     pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10)
                     loss = pg
                 if gae:  # (11); unclipped in the warmup (20): the old values are the RM's guesses it has to leave

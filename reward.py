@@ -22,12 +22,14 @@ Details implemented here:
     RMs, from 50k+ prompts). Here 1000 labeling prompts; measured on world v2.3's three seeds (same comparisons), one
     epoch -> two: held-out pair accuracy 0.837/0.859/0.827 -> 0.845/0.880/0.822, the report card's filler cell
     0.99/0.99/0.87 -> 0.95/0.91/0.95 and refused 0.79/0.91/0.80 -> 0.80/0.89/0.89, the other form cells >= 0.94.
- 4. After training the head is rescaled so that the SFT policy's own samples (the answers in the training
-    comparisons, sampled from it at temperature 1) have standard deviation 1, as lm-human-preferences and the N+
-    implementation details normalise their rewards: PPO's value clip (0.2) and its KL coefficient then mean the same
-    whatever scale the RM happened to learn. Then its bias is shifted so that the demonstrations (sft_train.jsonl)
-    score 0 on average (InstructGPT: labeler demonstrations have mean score 0). Gain and shift are recorded.
-    Measured on world v2 (3 seeds): the raw RM's scores on SFT samples had std 2.0-2.5.
+ 4. After training the head is rescaled so that the RM's scores have standard deviation 1 where PPO will use them:
+    on fresh answers of the SFT policy (temperature 1, PPO's length limit) to the first norm_prompts RL prompts
+    (prompts_rl.jsonl), as lm-human-preferences and the N+ implementation details normalise on samples of the
+    policy: PPO's value clip (0.2) and its KL coefficient then mean the same whatever scale the RM happened to learn.
+    Not on the RM's own training answers: those it has fitted (in-sample), on other prompts. Then its bias is shifted
+    so that the demonstrations (sft_train.jsonl) score 0 on average (InstructGPT: labeler demonstrations have mean
+    score 0). Gain and shift are recorded. Measured on world v2 (3 seeds): the raw RM's scores on SFT samples had std
+    2.0-2.5.
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
  6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched
@@ -53,11 +55,13 @@ from tokenizer import get_tokenizer
 
 @dataclass
 class Config:
-    data_dir: str = "data/assistant"  # prefs_train.jsonl, prefs_val.jsonl (label.py) and sft_train.jsonl (for 4)
+    data_dir: str = "data/assistant"  # prefs_train/val.jsonl (label.py); sft_train.jsonl, prompts_rl.jsonl (for 4)
     init_from: str = "out/sft"        # the SFT checkpoint whose trunk the RM starts from
     out_dir: str = "out/reward"       # checkpoint and log.jsonl go here
     epochs: int = 2                   # (3)
     batch_prompts: int = 8            # prompts per step per process, each with all its K answers
+    norm_prompts: int = 256           # (4) RL prompts whose fresh SFT answers set the RM's unit
+    norm_max_new_tokens: int = 64     # (4) their length limit: PPO's
     learning_rate: float = 3e-4       # peak learning rate
     min_lr: float = 3e-5              # learning rate at the end of the cosine decay
     warmup_iters: int = 10            # linear warmup steps
@@ -203,6 +207,17 @@ def pairwise_accuracy(rm, comparisons, pad_id, rt):
     return right / max(pairs, 1), longer / max(pairs, 1), int(pairs)
 
 
+def policy_samples(policy, tok, records, max_new_tokens, seed, rt):
+    """(4) Fresh answers of the SFT policy to RL prompts, sampled at temperature 1 as PPO's first rollouts are:
+    token lists prompt + answer (+ <|end|> if it finished), the prompt cut as PPO cuts it."""
+    prompts = [tok.render_prompt(r["messages"]) for r in records]
+    gen = torch.Generator(device=rt.device).manual_seed(seed)
+    out = generate_batched(policy.eval(), prompts, rt, tok.pad_id, tok.end_id, max_new_tokens, temperature=1.0,
+                           generator=gen)
+    limit = policy.config.block_size - max_new_tokens
+    return [p[-limit:] + a + ([tok.end_id] if f else []) for p, (a, f) in zip(prompts, out)]
+
+
 def mean_demonstration_score(rm, tok, path, rt, block_size, limit=1000):
     """(4) The RM's mean score of the demonstrations' final assistant answers (the first `limit` of them)."""
     records = read_jsonl(path, check_messages, hint="run python data/assistant/prepare.py")[:limit]
@@ -220,6 +235,12 @@ if __name__ == "__main__":
     block = parent["model_args"]["block_size"]
     train = load_comparisons(os.path.join(cfg.data_dir, "prefs_train.jsonl"), tok, block)
     val = load_comparisons(os.path.join(cfg.data_dir, "prefs_val.jsonl"), tok, block)
+    rl_prompts = read_jsonl(os.path.join(cfg.data_dir, "prompts_rl.jsonl"), lambda r: check_messages(r, "user"),
+                            hint="the RM's unit (4) is set on the RL prompts: run python data/assistant/prepare.py")
+    if cfg.norm_prompts < 2 or len(rl_prompts) < 2:
+        raise SystemExit(f"--norm_prompts={cfg.norm_prompts} with {len(rl_prompts)} prompts in prompts_rl.jsonl: the "
+                         f"RM's unit (4) is a standard deviation over at least 2 answers")
+    rl_prompts = rl_prompts[:cfg.norm_prompts]
 
     rm = RewardModel(GPTConfig(**{**parent["model_args"], "dropout": 0.0}))  # (3) dropout off
     rm.gpt.load_state_dict(model_from_checkpoint(parent).state_dict())       # (1) the SFT trunk
@@ -263,7 +284,8 @@ if __name__ == "__main__":
             logger.log(step, loss=loss.item(), lr=lr, ms_per_step=(time.time() - t0) * 1000 / step)
 
     acc, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
-    samples = [s for seqs, _, _ in train for s in seqs][:4000]  # (4) the SFT policy's samples
+    sft = model_from_checkpoint(parent, dropout=0.0).to(rt.device)  # (4) the policy PPO starts from, on its prompts
+    samples = policy_samples(sft, tok, rl_prompts, cfg.norm_max_new_tokens, cfg.seed, rt)
     std = torch.tensor(score_sequences(rm, samples, tok.pad_id, rt)).std().item()
     gain = 1.0 / max(std, 1e-6)
     with torch.no_grad():
@@ -280,6 +302,7 @@ if __name__ == "__main__":
             "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "gain": gain,
             "bias_shift": shift})
         print(f"reward model: held-out pairwise accuracy {acc:.3f} on {n_pairs} pairs (before training {acc0:.3f}); "
-              f"longer-answer baseline {length_acc:.3f}; scaled by {gain:.3f} (samples' std 1), shifted by "
+              f"longer-answer baseline {length_acc:.3f}; scaled by {gain:.3f} (std 1 on SFT's answers to "
+              f"{len(samples)} RL prompts), shifted by "
               f"{-shift:+.3f} (demonstrations' mean 0) -> {cfg.out_dir}")
     cleanup(rt)

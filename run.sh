@@ -116,7 +116,7 @@ if [[ $FULL == 1 ]]; then
     $PY data/assistant/label.py --samples=$OUT/samples_r2.jsonl --out_dir=$R2 $S
     mkdir -p $R12
     for split in train val; do cat $DATA/prefs_$split.jsonl $R2/prefs_$split.jsonl > $R12/prefs_$split.jsonl; done
-    cp $DATA/sft_train.jsonl $R12/  # reward.py shifts the RM so that the demonstrations score 0 on average
+    cp $DATA/sft_train.jsonl $DATA/prompts_rl.jsonl $R12/  # reward.py's shift and unit: demonstrations, RL prompts
     $PY reward.py --data_dir=$R12 --init_from=$OUT/sft --out_dir=$OUT/reward_r2 $S "${REWARD[@]}" \
         | grep --line-buffered -E "^data|^reward model"
     took "round 2 comparisons and RM"

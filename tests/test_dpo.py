@@ -7,7 +7,8 @@ import torch
 
 from conftest import read, run
 from common import setup
-from dpo import dpo_loss, load_pairs, pair_logps, reference_logps, sequence_logps
+from dpo import (dpo_loss, group_loss, group_reference_logps, load_groups, load_pairs, pair_logps, reference_logps,
+                 sequence_logps)
 from model import GPT, GPTConfig
 from test_reward import synthetic_comparisons
 from tokenizer import get_tokenizer
@@ -21,6 +22,42 @@ def test_dpo_loss_by_hand():
     by_hand = -math.log(1 / (1 + math.exp(-0.5)))
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
     assert torch.allclose(chosen, torch.tensor([0.25, 0.0])) and torch.allclose(rejected, torch.tensor([-0.25, -0.5]))
+
+
+def test_conservative_dpo_by_hand():
+    """(2) Label smoothing eps: the loss of a pair is -(1 - eps) log sigmoid(h) - eps log sigmoid(-h), h the beta-scaled
+    margin; eps = 0 is DPO; its gradient vanishes where sigmoid(h) = 1 - eps, not only at an infinite margin."""
+    pc, pr, rc, rr = (torch.tensor([v], requires_grad=i == 0) for i, v in enumerate((-1.0, -3.0, -2.0, -2.0)))
+    h = 0.5 * ((-1.0 + 2.0) - (-3.0 + 2.0))                                   # beta 0.5: h = 1
+    sig = 1 / (1 + math.exp(-h))
+    for eps in (0.0, 0.1, 0.3):
+        loss, _, _ = dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=eps)
+        assert loss.item() == pytest.approx(-(1 - eps) * math.log(sig) - eps * math.log(1 - sig), rel=1e-6)
+        grad, = torch.autograd.grad(loss, pc)
+        assert grad.item() == pytest.approx(-0.5 * ((1 - eps) - sig), rel=1e-5)   # dL/dh = sigmoid(h) - (1 - eps)
+
+
+def test_every_prompt_weighs_the_same_whatever_its_number_of_pairs():
+    """(1) InstructGPT's grouping: a batch's loss is the mean over prompts of the mean over each prompt's pairs, each
+    distinct answer forwarded once; a prompt with one pair weighs as much as one with six."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
+    rt = setup("cpu")
+    many = ([[1, 2, 3], [1, 2, 4], [1, 2, 5], [1, 2, 6, 7]], [1, 1, 1, 2], [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3),
+                                                                          (2, 3)])
+    one = ([[8, 9, 10], [8, 9, 11]], [1, 1], [(1, 0)])
+    groups = [many, one]
+    refs = [r - 0.5 for r in group_reference_logps(model, groups, 0, rt)]     # a reference the policy is not
+    loss, chosen, rejected = group_loss(model, groups, refs, 0, rt, beta=0.1, label_smoothing=0.0)
+    per_prompt = []
+    for seqs, lens, pairs in groups:
+        flat = [(seqs[w], seqs[l], lens[w], lens[l]) for w, l in pairs]
+        pc, pr = pair_logps(model, flat, 0, rt)
+        ref = group_reference_logps(model, [(seqs, lens, pairs)], 0, rt)[0] - 0.5
+        w, l = torch.tensor(pairs).T
+        per_prompt.append(dpo_loss(pc, pr, ref[w], ref[l], beta=0.1)[0])
+    assert loss.item() == pytest.approx((per_prompt[0].item() + per_prompt[1].item()) / 2, abs=1e-6)
+    assert chosen.shape == rejected.shape == (7,)
 
 
 def test_policy_equal_to_reference_gives_log_2_and_zero_margins(world):
@@ -63,6 +100,8 @@ def test_pairs_come_from_every_distinct_untied_pair(tmp_path, world):
     # bb and c tie: no pair; "a" and "d" were sampled twice: a > d is one comparison, not four
     assert sorted(got) == [("a", "bb"), ("a", "c"), ("a", "d"), ("bb", "d"), ("c", "d")]
     assert all(w[-1] == tok.end_id and nw == len(w) - len(prompt) for w, _, nw, _ in pairs)
+    (seqs, lens, index_pairs), = load_groups(path, tok, 64)  # the group: each distinct answer once
+    assert [tok.decode(s[len(prompt):-1]) for s in seqs] == ["a", "bb", "c", "d"] and len(index_pairs) == 5
 
 
 def test_dpo_through_the_command_line_learns_the_preferences(world, tiny_pt, tmp_path):
@@ -113,9 +152,9 @@ class Killed(Exception):
 def test_dpo_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(world, tiny_pt, tmp_path, monkeypatch):
     data = tmp_path / "data"
     synthetic_comparisons(world, data)
-    for name, n in (("prefs_train.jsonl", 64), ("prefs_val.jsonl", 16)):  # ~180 pairs: ~11 steps of 16, one epoch
+    for name, n in (("prefs_train.jsonl", 64), ("prefs_val.jsonl", 16)):  # 64 prompts: 16 steps of 4, one epoch
         (data / name).write_text("".join(open(data / name).readlines()[:n]))
-    common = ["dpo.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--batch_size=16", "--epochs=1",
+    common = ["dpo.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--batch_size=4", "--epochs=1",
               "--learning_rate=3e-3", "--warmup_iters=2", "--log_interval=1", "--ckpt_interval=4"]
     run(*common, f"--out_dir={tmp_path / 'full'}")
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT, TINY_MODEL, read, run
-from common import load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
+from common import generate_batched, load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
 from evaluate import Z95, check_prompt, cloze, cloze_items, clustered_counts, corpus_loss, corpus_windows, \
-    failure_rates, failures_by_turn, gain_by_axis, gold_diff, harmful_under_system, report_card, score_interval, \
-    t975, win_rate
+    failure_rates, failures_by_turn, gain_by_axis, gold_diff, harmful_under_system, kl_to_sft, report_card, \
+    score_interval, t975, training_temperature, win_rate
 from model import GPT
 from pretrain import get_batch, load_tokens
 from sample import first_demonstrations, prose
@@ -206,17 +206,18 @@ def test_combine_gives_the_mean_over_seeds_with_a_t_interval_over_the_seeds(tmp_
     assert combined["dirs"] == dirs and list(combined["policies"]) == ["sft", "sft_rewrite", "ppo"]
     assert combined["not_in_every_run"] == ["dpo"]
 
-    def interval(values):  # mean +- t_{0.975, n-1} sd / sqrt(n), t from the table (2 degrees of freedom)
-        m = sum(values) / 3
+    def interval(values, lo=-1.0, hi=1.0):  # mean +- t_{0.975, n-1} sd / sqrt(n), t from the table (2 degrees of
+        m = sum(values) / 3                  # freedom), inside what the number can be
         half = 4.3027 * math.sqrt(sum((v - m) ** 2 for v in values) / 2) / math.sqrt(3)
-        return m, [m - half, m + half]
+        return m, [max(lo, m - half), min(hi, m + half)]
 
     ppo = combined["policies"]["ppo"]
     for key, values in [("gold_score", [0.60, 0.66, 0.75]), ("gold_diff_vs_sft", [0.10, 0.14, 0.20]),
                         ("win_rate_vs_sft", [0.70, 0.80, 0.90]), ("win_rate_vs_sft_rewrite", [0.55, 0.50, 0.62])]:
-        mean, ci = interval(values)
+        mean, ci = interval(values, *((0.0, 1.0) if key != "gold_diff_vs_sft" else (-1.0, 1.0)))
         assert ppo[key]["per_seed"] == values
         assert ppo[key]["mean"] == pytest.approx(mean) and ppo[key]["ci95"] == pytest.approx(ci, abs=1e-4)
+    assert ppo["win_rate_vs_sft"]["ci95"][1] == 1.0  # 0.80 +- 0.25: a win rate's interval ends at 1
     # sft against itself is 0.5 on every seed: no width; sft_rewrite has no win rate against itself
     assert combined["policies"]["sft"]["win_rate_vs_sft"] == {"mean": 0.5, "ci95": [0.5, 0.5],
                                                               "per_seed": [0.5, 0.5, 0.5]}
@@ -390,6 +391,37 @@ def world_labeler(tmp_path, rewrite=True):
     return path
 
 
+def test_the_kl_is_measured_at_the_policys_training_temperature(world, tmp_path):
+    """(6) PPO's penalty is KL(pi_T || pi_sft,T) on answers sampled at its training temperature T: evaluate reads T
+    from a PPO checkpoint's config (1 for every other stage) and takes both log-probs from logits / T."""
+    sft, _ = tiny_checkpoints(tmp_path, dropout=0.0)
+    sft_ckpt = load_checkpoint(sft)
+    torch.manual_seed(0)
+    policy = {**sft_ckpt, "stage": "ppo", "config": {"temperature": 0.5},
+              "model": {k: v + 0.05 * torch.randn_like(v) for k, v in sft_ckpt["model"].items()}}
+    assert training_temperature(policy) == 0.5 and training_temperature(sft_ckpt) == 1.0
+    assert training_temperature({**policy, "stage": "dpo"}) == 1.0
+    tok, rt = get_tokenizer(sft_ckpt["tokenizer"]), setup("cpu")
+    records = read(world / "prompts_eval.jsonl")[:6]
+    cfg = types.SimpleNamespace(max_new_tokens=8, batch_size=4)
+    pm, sm = (model_from_checkpoint(c, dropout=0.0).eval() for c in (policy, sft_ckpt))
+    kls = []
+    for T in (0.5, 1.0):
+        kl, _ = kl_to_sft(policy, sft_ckpt, records, cfg, rt, torch.Generator().manual_seed(0), 2, T)
+        prompts = [tok.render_prompt(r["messages"])[-(160 - 8):] for r in records for _ in range(2)]
+        out = generate_batched(pm, prompts, rt, tok.pad_id, tok.end_id, 8, temperature=T, batch_size=4,
+                               generator=torch.Generator().manual_seed(0))  # the same draws
+        by_hand = 0.0
+        for p, (ids, done) in zip(prompts, out):
+            seq = p + ids + ([tok.end_id] if done else [])
+            with torch.no_grad():
+                lp, ls = (F.log_softmax(m(torch.tensor([seq]))[0][0] / T, -1) for m in (pm, sm))  # (len, V)
+            by_hand += sum(lp[t - 1, seq[t]].item() - ls[t - 1, seq[t]].item() for t in range(len(p), len(seq)))
+        assert kl == pytest.approx(by_hand / len(prompts), abs=1e-4)
+        kls.append(kl)
+    assert abs(kls[0] - kls[1]) > 1e-3
+
+
 def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     ckpt = torch.load(sft / "ckpt.pt", weights_only=False)
@@ -442,6 +474,7 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
                                                                                             0.5 + half / 2])
     assert pol["sft"]["ties"] == 240 and pol["sft"]["sign_test_p"] == 1.0
     assert pol["sft"]["kl_to_sft"] == 0.0 and pol["ppo"]["kl_to_sft"] != 0.0
+    assert pol["ppo"]["kl_temperature"] == 1.0  # (6) ppo.py's default temperature, read from the checkpoint
     # (16) the gold difference to SFT, paired on the prompts
     for name, p in pol.items():
         d = p["gold_diff_vs_sft"]
@@ -522,6 +555,24 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert both["ppo"]["gold_score"]["mean"] == pytest.approx(pol["ppo"]["gold_score"])
     assert both["ppo"]["gold_diff_vs_sft"]["per_seed"] == [pol["ppo"]["gold_diff_vs_sft"]["mean"]] * 2
     assert both["ppo"]["win_rate_vs_sft_rewrite"]["mean"] == pytest.approx(paired[("ppo", "sft_rewrite")]["win_rate"])
+
+
+def test_a_second_run_of_a_method_is_paired_against_the_first(world, tmp_path):
+    """(18) Two runs of one method (here the same weights twice, as two DPO runs) are compared on the same prompts:
+    every prompt ties. A second SFT-stage run is not paired against SFT: its own columns already are."""
+    sft, _ = tiny_checkpoints(tmp_path, dropout=0.0)
+    ckpt = torch.load(sft / "ckpt.pt", weights_only=False)
+    for d in ("dpo", "dpo_b"):
+        save_checkpoint(tmp_path / d, {**ckpt, "stage": "dpo", "parent": str(sft)})
+    save_checkpoint(tmp_path / "sft_b", ckpt)
+    run("evaluate.py", f"--policies={sft},{tmp_path / 'dpo'},{tmp_path / 'dpo_b'},{tmp_path / 'sft_b'}",
+        f"--data_dir={world}", "--max_new_tokens=4", "--best_of=0", "--t1_samples=1", "--few_shot=0",
+        f"--labeler={world_labeler(tmp_path)}", f"--out_dir={tmp_path / 'eval'}")
+    res = json.load(open(tmp_path / "eval" / "results.json"))
+    assert list(res["policies"]) == ["sft", "sft_rewrite", "dpo", "dpo_b", "sft_b"]
+    paired = {(c["a"], c["b"]): c for c in res["paired"]}
+    assert ("sft_b", "sft") not in paired and paired[("dpo_b", "dpo")]["ties"] == 240
+    assert paired[("dpo_b", "dpo")]["win_rate"] == 0.5 and paired[("dpo_b", "dpo")]["gold_diff"]["mean"] == 0.0
 
 
 def test_a_labeler_without_rewrite_gives_no_sft_rewrite_row_and_held_out_forms_get_their_column(world, tmp_path):

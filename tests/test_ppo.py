@@ -7,8 +7,8 @@ import torch
 from conftest import TINY_MODEL, read, run
 from common import save_checkpoint, setup
 from model import GPT, GPTConfig
-from ppo import (adapt_beta, compute_gae, ptx_seed, grpo_advantages, kl_k3, masked_whiten, policy_loss, response_logprobs,
-                 response_mask, rloo_advantages, token_rewards, value_loss)
+from ppo import (adapt_beta, compute_gae, ptx_seed, grpo_advantages, kl_k3, masked_whiten, policy_loss, reinforce_loss,
+                 response_logprobs, response_mask, rloo_advantages, token_rewards, value_loss)
 from reward import RewardModel
 from tokenizer import get_tokenizer
 
@@ -105,6 +105,22 @@ def test_rloo_advantage_is_the_reward_minus_the_mean_of_the_other_answers_to_the
         rloo_advantages(rewards, 1)
 
 
+def test_rloo_loss_is_reinforce_on_the_whole_answer_with_no_ratio_and_no_clip():
+    """(16) Ahmadian et al.: -(1 / B) sum_i A_i sum_t log pi(y_it); the gradient does not depend on the old log-probs
+    (no ratio), even where PPO's clip would have cut it, and pads count nowhere. The clip fraction is only logged."""
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv = torch.tensor([2.0, -1.0])
+    losses = []
+    for old in (logp.detach(), logp.detach() - 3.0):  # ratio 1, then e^3 on every token: far outside 1 +- 0.2
+        loss, clipfrac, approx_kl = reinforce_loss(logp, old, adv, mask, clip=0.2)
+        grad, = torch.autograd.grad(loss, logp)
+        assert torch.allclose(grad, -adv[:, None] * mask / 2)          # d/d logp_it of -(1/B) sum_i A_i sum_t
+        losses.append((loss.item(), clipfrac.item(), approx_kl.item()))
+    assert losses[0][0] == pytest.approx(-(2.0 * -3.5 - 1.0 * -1.0) / 2) == losses[1][0]
+    assert losses[0][1:] == (0.0, 0.0) and losses[1][1] == 1.0 and losses[1][2] == pytest.approx(4.5)
+
+
 def test_critic_free_estimators_refuse_one_answer_per_prompt_in_one_sentence(world, tmp_path):
     sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
     for estimator in ("rloo", "grpo"):
@@ -115,6 +131,9 @@ def test_critic_free_estimators_refuse_one_answer_per_prompt_in_one_sentence(wor
         assert "\n" not in message and message.count(". ") == 0 and "--k >= 2" in message, message
     proc = run("ppo.py", "--estimator=reinforce", f"--init_from={sft}", f"--reward={rm}", check=False)
     assert proc.returncode == 1 and "gae (PPO), rloo, grpo" in proc.stderr
+    proc = run("ppo.py", "--estimator=rloo", "--ppo_epochs=2", f"--data_dir={world}", f"--init_from={sft}",
+               f"--reward={rm}", f"--out_dir={tmp_path / 'rloo2'}", check=False)  # (16) REINFORCE is on-policy
+    assert proc.returncode == 1 and "one pass" in proc.stderr and not (tmp_path / "rloo2").exists()
 
 
 def test_grpo_normalises_each_group_by_hand_and_an_all_equal_group_gets_zero():

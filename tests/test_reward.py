@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from conftest import run
 from model import GPTConfig
 from reward import RewardModel, kway_loss, load_reward_model, mean_demonstration_score, pairwise_accuracy, \
-    load_comparisons, score_sequences
-from common import setup
+    load_comparisons, policy_samples, score_sequences
+from common import load_checkpoint, model_from_checkpoint, setup
 from tokenizer import get_tokenizer
 from conftest import read
 
@@ -67,7 +67,7 @@ def synthetic_comparisons(world_dir, out_dir):
             for r in part:
                 responses = [r["ideal"], "Sure! " + r["ideal"] + " I hope this helps!", "No idea."]
                 f.write(json.dumps({**r, "responses": responses, "ranks": labeler.rank(r, responses)}) + "\n")
-    for name in ("sft_train.jsonl", "meta.json"):
+    for name in ("sft_train.jsonl", "prompts_rl.jsonl", "meta.json"):
         (out_dir / name).write_text((world_dir / name).read_text())
 
 
@@ -87,9 +87,14 @@ def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
     acc, length_acc, pairs = pairwise_accuracy(rm, train, tok.pad_id, rt)
     assert pairs > 1000 and acc > 0.8, acc  # chance is 0.5
     assert ckpt["val_accuracy"] > 0.8 and 0 <= ckpt["length_baseline_accuracy"] <= 1
-    # the normalisation: the training answers' scores have std 1, then the demonstrations' mean score is 0
-    scores = torch.tensor(score_sequences(rm, [s for seqs, _, _ in train for s in seqs], tok.pad_id, rt))
-    assert scores.std().item() == pytest.approx(1.0, abs=1e-3) and ckpt["gain"] > 0
+    # (4) the unit: the SFT policy's fresh answers (T = 1) to the first 256 RL prompts score with std 1, where PPO
+    # samples; not the training answers, which the RM has fitted. Then the demonstrations' mean score is 0.
+    policy = model_from_checkpoint(load_checkpoint(pt), dropout=0.0)
+    samples = policy_samples(policy, tok, read(data / "prompts_rl.jsonl")[:256], 64, 1337, rt)
+    assert len(samples) == 256 and all(len(s) <= 160 for s in samples)
+    assert torch.tensor(score_sequences(rm, samples, tok.pad_id, rt)).std().item() == pytest.approx(1.0, abs=1e-3)
+    in_sample = torch.tensor(score_sequences(rm, [s for seqs, _, _ in train for s in seqs], tok.pad_id, rt)).std()
+    assert abs(in_sample.item() - 1.0) > 0.01 and ckpt["gain"] > 0, in_sample
     assert abs(mean_demonstration_score(rm, tok, data / "sft_train.jsonl", rt, 160)) < 1e-4
     # evaluate.py adds RM scores, and compares RM and gold on samples of the SFT policy
     sft = tmp_path / "sft"
