@@ -120,6 +120,13 @@ def test_dpo_through_the_command_line_learns_the_preferences(world, tiny_pt, tmp
     assert ckpt["stage"] == "dpo" and ckpt["parent"] == str(pt) and "held-out preference accuracy" in proc.stdout
 
 
+def test_a_label_smoothing_that_cannot_be_a_flip_chance_is_refused_in_one_sentence(tmp_path):
+    for eps in ("0.5", "-0.1"):  # (2) 0.5 makes chosen and rejected alike: no preference is left to learn
+        proc = run("dpo.py", f"--label_smoothing={eps}", f"--out_dir={tmp_path / 'dpo'}", check=False)
+        assert proc.returncode == 1 and "[0, 0.5)" in proc.stderr and "\n" not in proc.stderr.strip()
+        assert not (tmp_path / "dpo").exists()
+
+
 def test_pairs_are_the_sampled_token_ids_when_the_comparison_has_them(tmp_path):
     """Decoding is lossy: a sampled <|user|> prints as its name, a lone byte 0xff as U+FFFD. Re-encoded, they are 8
     characters and 3 bytes the policy never produced; with sample.py's "response_ids" DPO trains on the tokens."""

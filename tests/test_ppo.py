@@ -134,6 +134,8 @@ def test_critic_free_estimators_refuse_one_answer_per_prompt_in_one_sentence(wor
     proc = run("ppo.py", "--estimator=rloo", "--ppo_epochs=2", f"--data_dir={world}", f"--init_from={sft}",
                f"--reward={rm}", f"--out_dir={tmp_path / 'rloo2'}", check=False)  # (16) REINFORCE is on-policy
     assert proc.returncode == 1 and "one pass" in proc.stderr and not (tmp_path / "rloo2").exists()
+    proc = run("ppo.py", "--ppo_epochs=-1", f"--out_dir={tmp_path / 'minus'}", check=False)
+    assert proc.returncode == 1 and "--ppo_epochs=-1" in proc.stderr and not (tmp_path / "minus").exists()
 
 
 def test_grpo_normalises_each_group_by_hand_and_an_all_equal_group_gets_zero():
