@@ -28,8 +28,8 @@ Details implemented here:
     answers are logged: their margin and how often the chosen one is higher (accuracy). --label_smoothing=eps is
     conservative DPO (Mitchell 2023, as TRL's label_smoothing): each label is taken as flipped with probability eps,
     -(1 - eps) log sigmoid(h) - eps log sigmoid(-h). 0 by default: with eps = 0.1, the labeler's noise rate, the
-    greedy answers did not change (docs/experiments.md): its gradient differs from DPO's only where sigmoid(h) nears
-    1 - eps, and here the margins stay near 0.1.
+    greedy answers did not change (docs/experiments.md). Per pair d loss / d h = sigmoid(h) - (1 - eps): near h = 0
+    it is DPO's step times 1 - 2 eps, and it differs in kind only where sigmoid(h) nears 1 - eps.
  3. Sequence log-probs are sums over the response tokens only (the answer's content and its closing <|end|> when
     it finished), never the prompt or a pad: the prompt's log-prob is the same under both answers and cancels in
     the loss only if it is left out of both.
