@@ -11,13 +11,15 @@ model acts as an implicit reward, trained with the Bradley-Terry loss the RM use
     from dpo import dpo_loss                           # the pure loss, on (B,) sequence log-probs
 
 Details implemented here:
- 1. Pairs, grouped by prompt: every untied pair (w ranked better than l) of each K-way comparison in
-    prefs_train.jsonl (DESIGN.md's format, the file reward.py trains on), each distinct pair of answers once; ties
-    make no pair (SFT repeats its likeliest answers, and a labeler shown the same answer twice ranks it once). As in
-    InstructGPT's RM (sec. 3.5) and reward.py (2), all the pairs of a prompt go in one batch element: a step is
-    batch_size prompts, each prompt's distinct answers in one forward pass, its loss the mean over its pairs, the
-    step's the mean over prompts. Shuffled pairs would weigh a prompt by its number of distinct pairs (1 to 36 here)
-    and, InstructGPT found, overfit in one pass; here they moved the policy much further from SFT for a lower gold
+ 1. Pairs, grouped by comparison: every untied pair (w ranked better than l) of each K-way comparison (one
+    record of prefs_train.jsonl: a prompt and its K ranked answers, DESIGN.md's format, the file reward.py trains
+    on), each distinct pair of answers once; ties make no pair (SFT repeats its likeliest answers, and a labeler
+    shown the same answer twice ranks it once). As in InstructGPT's RM (sec. 3.5) and reward.py (2), all the pairs of
+    a comparison go in one batch element: a step is batch_size comparisons, each one's distinct answers in one
+    forward pass, its loss the mean over its pairs, the step's the mean over comparisons, so that DPO and the RM
+    weigh the same data alike (a prompt labeled twice, as the world's labeling prompts can be, counts twice in
+    both). Shuffled pairs would weigh a comparison by its number of distinct pairs (1 to 36 here) and, InstructGPT
+    found, overfit in one pass; here they moved the policy much further from SFT for a lower gold
     score on every seed (docs/experiments.md "RL correctness pass 2"). An answer is the tokens the policy sampled
     when the record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text
     encoded: decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a
@@ -68,7 +70,7 @@ class Config:
     resume: bool = False              # continue from out_dir/ckpt.pt
     beta: float = 0.1                 # (2) DPO's temperature: higher keeps the policy nearer the reference
     epochs: int = 1                   # passes over the pairs (a second one doubled the drift here: README)
-    batch_size: int = 8               # prompts per step per process, each with all its pairs (1)
+    batch_size: int = 8               # comparisons (prompts) per step per process, each with all its pairs (1)
     label_smoothing: float = 0.0      # conservative DPO: the chance a label is flipped (2)
     learning_rate: float = 1e-5       # peak learning rate (8)
     min_lr: float = 1e-6              # learning rate at the end of the cosine decay
@@ -98,7 +100,7 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_r
 
 
 def load_groups(path, tok, block_size):
-    """(1) One group per prompt with at least one pair: (its distinct answers' token sequences, their answer lengths,
+    """(1) One group per comparison with at least one pair: (its distinct answers' token sequences, their lengths,
     [(w, l)] indices of every distinct untied pair, w ranked better). An answer's length counts its tokens and its
     <|end|> (3), so its tokens are the last `length` of its sequence."""
     groups = []
@@ -156,8 +158,8 @@ def group_reference_logps(model, groups, pad_id, rt, batch_size=64):
 
 
 def group_loss(model, groups, refs, pad_id, rt, beta, label_smoothing):
-    """(1) (2) A batch of prompts: each prompt's distinct answers in one forward pass, the DPO loss averaged over the
-    prompt's pairs, then over the prompts (InstructGPT's grouping: every prompt weighs the same). Returns (loss,
+    """(1) (2) A batch of comparisons: each one's distinct answers in one forward pass, the DPO loss averaged over its
+    pairs, then over the comparisons (InstructGPT's grouping: every comparison weighs the same). Returns (loss,
     chosen rewards, rejected rewards), the rewards (all pairs of the batch,)."""
     logps = sequence_logps(model, [s for g in groups for s in g[0]], [n for g in groups for n in g[1]], pad_id, rt)
     losses, chosen, rejected = [], [], []
@@ -214,7 +216,8 @@ if __name__ == "__main__":
     per_step = cfg.batch_size * rt.world_size
     steps_per_epoch = len(train) // per_step
     if steps_per_epoch == 0:
-        raise SystemExit(f"{len(train)} prompts with preference pairs are fewer than one global batch of {per_step}")
+        raise SystemExit(f"{len(train)} comparisons with preference pairs are fewer than one global batch of "
+                         f"{per_step}")
     max_iters = cfg.epochs * steps_per_epoch
     step = 0
     if cfg.resume:
@@ -227,8 +230,8 @@ if __name__ == "__main__":
     model = wrap(policy, rt, cfg.compile)
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
-        print(f"data: {sum(len(g[2]) for g in train)} train preference pairs in {len(train)} prompts / {len(val)} val "
-              f"pairs, {max_iters} steps of {per_step} prompts")
+        print(f"data: {sum(len(g[2]) for g in train)} train preference pairs in {len(train)} comparisons / {len(val)} "
+              f"val pairs, {max_iters} steps of {per_step} comparisons")
     logger = Logger(cfg.out_dir, max_iters, rt.master, step if cfg.resume else None)
     if step == 0:
         acc0, margin0 = preference_accuracy(policy, val, ref_val, tok.pad_id, rt, cfg.beta)

@@ -39,9 +39,10 @@ Details implemented here:
     sign test is exact and a little conservative, and near 0.5 with few decisive prompts they can differ (8 W / 2
     L / 230 T: interval [0.4995, 0.5286], sign test p = 0.11).
  6. KL to SFT: t1_samples answers per prompt sampled from the policy at its training temperature T (a PPO
-    checkpoint's config; 1 for every other stage), the sum over each one's tokens of log pi - log pi_sft, both
-    from logits / T (the k1 estimate of KL per answer: PPO's penalty, where it was paid; the HH preset trains at
-    T = 0.7), averaged over the answers; results.json names T (kl_temperature). The T = 1 samples (the same ones
+    checkpoint's config, with its length limit; 1 for every other stage), the sum over each one's tokens of log pi
+    - log pi_sft, both from logits / T (the k1 estimate of KL per answer: PPO's penalty, where it was paid; the HH
+    preset trains at T = 0.7), averaged over the answers; results.json names T (kl_temperature), the table prints
+    it after the KL ("1.20@0.7") where it is not 1. The T = 1 samples (the same ones
     when T = 1) give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
     win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it. SFT's samples
     are drawn once, with a generator seeded seed + 1, every policy's with seed: on the same seed and batch order,
@@ -245,22 +246,26 @@ def rm_scores(rm, tok, records, texts, finished, rt):
     return score_sequences(rm, seqs, tok.pad_id, rt)
 
 
-def training_temperature(ckpt):
-    """(6) The temperature a policy was trained at: PPO's rollouts' (its config), 1 for every other stage."""
-    return float(ckpt["config"].get("temperature", 1.0)) if ckpt["stage"] == "ppo" else 1.0
+def training_sampling(ckpt, max_new_tokens):
+    """(6) (temperature, length limit) of the answers a policy was trained on: PPO's rollouts' (its config); for
+    every other stage T = 1 and evaluate's max_new_tokens."""
+    if ckpt["stage"] != "ppo":
+        return 1.0, max_new_tokens
+    return float(ckpt["config"].get("temperature", 1.0)), int(ckpt["config"].get("max_new_tokens", max_new_tokens))
 
 
 @torch.no_grad()
-def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1, temperature=1.0):
+def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1, temperature=1.0, max_new_tokens=None):
     """(6) KL(pi_T || pi_sft,T) per answer, the k1 estimate: `samples` answers per prompt sampled from the policy at
-    temperature T, the sum over each one's tokens (and its <|end|>) of log pi - log pi_sft, both from logits / T
-    (PPO's penalty at its training temperature), averaged over the answers. Returns the KL and the answers' texts,
-    (prompts * samples,), a prompt's samples next to each other."""
+    temperature T (up to max_new_tokens, default cfg's), the sum over each one's tokens (and its <|end|>) of log pi
+    - log pi_sft, both from logits / T (PPO's penalty at its training temperature), averaged over the answers.
+    Returns the KL and the answers' texts, (prompts * samples,), a prompt's samples next to each other."""
     tok = get_tokenizer(ckpt["tokenizer"])
     policy, sft = (model_from_checkpoint(c, dropout=0.0).to(rt.device).eval() for c in (ckpt, sft_ckpt))
-    limit = policy.config.block_size - cfg.max_new_tokens
+    max_new_tokens = max_new_tokens or cfg.max_new_tokens
+    limit = policy.config.block_size - max_new_tokens
     prompts = [tok.render_prompt(r["messages"])[-limit:] for r in records for _ in range(samples)]
-    out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens, temperature=temperature,
+    out = generate_batched(policy, prompts, rt, tok.pad_id, tok.end_id, max_new_tokens, temperature=temperature,
                            batch_size=cfg.batch_size, generator=generator)
     if ckpt is sft_ckpt:  # SFT itself: log pi - log pi_sft is 0 on every token, no need to compute it
         return 0.0, [tok.decode(ids) for ids, _ in out]
@@ -750,11 +755,11 @@ if __name__ == "__main__":
         if res["kl_to_sft"] is None and ckpt["stage"] != "pretrain" and not res.get("rewrite_of"):
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
             res["kl_to_sft"], texts = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples)
-            res["kl_temperature"] = training_temperature(ckpt)
-            if res["kl_temperature"] != 1.0:  # the KL where its penalty was paid; the win rate below stays at T = 1
-                g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+            res["kl_temperature"], n = training_sampling(ckpt, cfg.max_new_tokens)
+            if (res["kl_temperature"], n) != (1.0, cfg.max_new_tokens):  # the KL where its penalty was paid; the
+                g = torch.Generator(device=rt.device).manual_seed(cfg.seed)  # win rate below stays at T = 1
                 res["kl_to_sft"] = kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, g, cfg.t1_samples,
-                                             res["kl_temperature"])[0]
+                                             res["kl_temperature"], n)[0]
             t1[name] = [labeler.score(r, t) for r, t in zip(t1_records, texts)]
             res["gold_score_t1"] = sum(t1[name]) / len(t1[name])
     for name in t1:  # (6) the j-th T=1 sample for a prompt against SFT's independent j-th one, clustered by prompt
@@ -778,6 +783,7 @@ if __name__ == "__main__":
     for name, res in results["policies"].items():
         wtl = "-" if res["wins"] is None else f"{res['wins']}/{res['ties']}/{res['losses']}"
         kl = ("<=" if res.get("kl_is_upper_bound") else "") + fmt(res["kl_to_sft"], ".2f")  # (9)
+        kl += f"@{res['kl_temperature']:g}" if res.get("kl_temperature", 1.0) != 1.0 else ""  # (6) at T != 1
         print(f"{name:<14}{res['gold_score']:>8.3f}{diff(res.get('gold_diff_vs_sft')):>27}"
               f"{win(res['win_rate_vs_sft'], res['win_ci95']):>25}{wtl:>12}"
               f"{win(res['win_rate_t1_vs_sft'], res['win_t1_ci95']):>25}{fmt(res['rm_score']):>8}{kl:>8}"
@@ -884,9 +890,9 @@ if __name__ == "__main__":
             snap = load_checkpoint(f, stages=("ppo",))
             texts, finished = answer(snap, records, cfg, rt)
             g = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-            T = training_temperature(snap)  # (6)
+            T, n = training_sampling(snap, cfg.max_new_tokens)  # (6)
             row = {"step": snap["step"], "kl_temperature": T,
-                   "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g, temperature=T)[0],
+                   "kl_to_sft": kl_to_sft(snap, sft_ckpt, records, cfg, rt, g, temperature=T, max_new_tokens=n)[0],
                    "gold_score": sum(labeler.score(r, t) for r, t in zip(records, texts)) / len(records)}
             if rm is not None:
                 row["rm_score"] = sum(rm_scores(rm, get_tokenizer(snap["tokenizer"]), records, texts, finished,

@@ -99,7 +99,8 @@ REINFORCE style optimization for learning from human feedback in LLMs", after Ko
     answer; no whitening (the paper has none). The loss is theirs, plain REINFORCE: -(1 / B) sum_i A_i log pi(y_i),
     log pi(y_i) summed over the answer's tokens (the whole answer is one action), no ratio and no clip, and one pass
     over the rollout batch (REINFORCE is on-policy; --ppo_epochs > 1 is refused). The minibatches after the first are
-    a few steps off the policy that sampled them: logged as clipfrac, the share of tokens PPO's clip would have cut.
+    a few steps off the policy that sampled them: logged as clipfrac, the share of tokens PPO's clip would have cut
+    (a strictly on-policy update would be one step a rollout batch; here 4, as the PPO loop's minibatches).
     TRL's RLOO trainer instead keeps PPO's epochs with one clipped ratio per answer. Paper: k = 2 and 4, beta 0.03
     (TL;DR) and 0.10 (HH), lr 1e-6. Here a rollout batch of 64 answers is 4 gradient steps, PPO's 16.
 17. GRPO (Shao et al. eq. 3): the advantage of an answer is (score - group mean) / (group std + 1e-4), the same for
@@ -254,12 +255,14 @@ def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
 def reinforce_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):
     """(16) RLOO's loss as Ahmadian et al. write it: REINFORCE, -(1 / B) sum_i A_i log pi(y_i | x_i), log pi(y_i | x_i)
     the sum over answer i's real tokens; no ratio, no clip. logprobs, old_logprobs, mask (B, n); advantages (B,).
-    Returns (loss, clip fraction, approx KL) as policy_loss does: the share of tokens whose ratio to the rollout
-    policy is outside 1 +- clip (what PPO would have clipped; nothing is clipped here) and the mean (log ratio)^2 / 2,
-    both logged to show how far a minibatch after the first is from the policy that sampled it."""
+    Returns (loss, clip fraction, approx KL) as policy_loss does: the share of tokens where PPO's clip (10) would
+    have cut the objective (ratio above 1 + clip with A > 0, or below 1 - clip with A < 0; nothing is clipped here)
+    and the mean (log ratio)^2 / 2, both logged to show how far a minibatch after the first is from the policy that
+    sampled it."""
     loss = -(advantages * (logprobs * mask).sum(1)).mean()
     log_ratio = (logprobs - old_logprobs).detach()
-    clipfrac = masked_mean(((log_ratio.exp() - 1).abs() > clip).float(), mask)
+    ratio, a = log_ratio.exp(), advantages.detach()[:, None]                      # (B, n), (B, 1)
+    clipfrac = masked_mean((-a * torch.clamp(ratio, 1 - clip, 1 + clip) > -a * ratio).float(), mask)
     return loss, clipfrac, masked_mean(0.5 * log_ratio ** 2, mask)
 
 

@@ -23,10 +23,11 @@ Details implemented here:
     epoch -> two: held-out pair accuracy 0.837/0.859/0.827 -> 0.845/0.880/0.822, the report card's filler cell
     0.99/0.99/0.87 -> 0.95/0.91/0.95 and refused 0.79/0.91/0.80 -> 0.80/0.89/0.89, the other form cells >= 0.94.
  4. After training the head is rescaled so that the RM's scores have standard deviation 1 where PPO will use them:
-    on fresh answers of the SFT policy (temperature 1, PPO's length limit) to the first norm_prompts RL prompts
-    (prompts_rl.jsonl), as lm-human-preferences and the N+ implementation details normalise on samples of the
-    policy: PPO's value clip (0.2) and its KL coefficient then mean the same whatever scale the RM happened to learn.
-    Not on the RM's own training answers: those it has fitted (in-sample), on other prompts. Then its bias is shifted
+    on fresh answers of the SFT policy (PPO's temperature and length limit: norm_temperature, norm_max_new_tokens)
+    to the first norm_prompts RL prompts (prompts_rl.jsonl, in random order), as lm-human-preferences and the N+
+    implementation details normalise on samples of the policy: PPO's value clip (0.2) and its KL coefficient then
+    mean the same whatever scale the RM happened to learn. Not on the RM's own training answers: those it has
+    fitted (in-sample), on other prompts. Then its bias is shifted
     so that the demonstrations (sft_train.jsonl) score 0 on average (InstructGPT: labeler demonstrations have mean
     score 0). Gain and shift are recorded. Measured on world v2 (3 seeds): the raw RM's scores on SFT samples had std
     2.0-2.5.
@@ -62,6 +63,7 @@ class Config:
     batch_prompts: int = 8            # prompts per step per process, each with all its K answers
     norm_prompts: int = 256           # (4) RL prompts whose fresh SFT answers set the RM's unit
     norm_max_new_tokens: int = 64     # (4) their length limit: PPO's
+    norm_temperature: float = 1.0     # (4) their sampling temperature: PPO's
     learning_rate: float = 3e-4       # peak learning rate
     min_lr: float = 3e-5              # learning rate at the end of the cosine decay
     warmup_iters: int = 10            # linear warmup steps
@@ -207,13 +209,13 @@ def pairwise_accuracy(rm, comparisons, pad_id, rt):
     return right / max(pairs, 1), longer / max(pairs, 1), int(pairs)
 
 
-def policy_samples(policy, tok, records, max_new_tokens, seed, rt):
-    """(4) Fresh answers of the SFT policy to RL prompts, sampled at temperature 1 as PPO's first rollouts are:
-    token lists prompt + answer (+ <|end|> if it finished), the prompt cut as PPO cuts it."""
+def policy_samples(policy, tok, records, max_new_tokens, seed, rt, temperature=1.0):
+    """(4) Fresh answers of the SFT policy to RL prompts, sampled as PPO's first rollouts are (its temperature and
+    length limit): token lists prompt + answer (+ <|end|> if it finished), the prompt cut as PPO cuts it."""
     prompts = [tok.render_prompt(r["messages"]) for r in records]
     gen = torch.Generator(device=rt.device).manual_seed(seed)
-    out = generate_batched(policy.eval(), prompts, rt, tok.pad_id, tok.end_id, max_new_tokens, temperature=1.0,
-                           generator=gen)
+    out = generate_batched(policy.eval(), prompts, rt, tok.pad_id, tok.end_id, max_new_tokens,
+                           temperature=temperature, generator=gen)
     limit = policy.config.block_size - max_new_tokens
     return [p[-limit:] + a + ([tok.end_id] if f else []) for p, (a, f) in zip(prompts, out)]
 
@@ -237,6 +239,9 @@ if __name__ == "__main__":
     val = load_comparisons(os.path.join(cfg.data_dir, "prefs_val.jsonl"), tok, block)
     rl_prompts = read_jsonl(os.path.join(cfg.data_dir, "prompts_rl.jsonl"), lambda r: check_messages(r, "user"),
                             hint="the RM's unit (4) is set on the RL prompts: run python data/assistant/prepare.py")
+    if not 0 < cfg.norm_max_new_tokens < block:
+        raise SystemExit(f"--norm_max_new_tokens={cfg.norm_max_new_tokens} leaves no room for a prompt in a context of "
+                         f"{block}: use PPO's --max_new_tokens (4)")
     if cfg.norm_prompts < 2 or len(rl_prompts) < 2:
         raise SystemExit(f"--norm_prompts={cfg.norm_prompts} with {len(rl_prompts)} prompts in prompts_rl.jsonl: the "
                          f"RM's unit (4) is a standard deviation over at least 2 answers")
@@ -285,7 +290,7 @@ if __name__ == "__main__":
 
     acc, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
     sft = model_from_checkpoint(parent, dropout=0.0).to(rt.device)  # (4) the policy PPO starts from, on its prompts
-    samples = policy_samples(sft, tok, rl_prompts, cfg.norm_max_new_tokens, cfg.seed, rt)
+    samples = policy_samples(sft, tok, rl_prompts, cfg.norm_max_new_tokens, cfg.seed, rt, cfg.norm_temperature)
     std = torch.tensor(score_sequences(rm, samples, tok.pad_id, rt)).std().item()
     gain = 1.0 / max(std, 1e-6)
     with torch.no_grad():

@@ -17,7 +17,7 @@ from conftest import ROOT, TINY_MODEL, read, run
 from common import generate_batched, load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
 from evaluate import Z95, check_prompt, cloze, cloze_items, clustered_counts, corpus_loss, corpus_windows, \
     failure_rates, failures_by_turn, gain_by_axis, gold_diff, harmful_under_system, kl_to_sft, report_card, \
-    score_interval, t975, training_temperature, win_rate
+    score_interval, t975, training_sampling, win_rate
 from model import GPT
 from pretrain import get_batch, load_tokens
 from sample import first_demonstrations, prose
@@ -397,10 +397,10 @@ def test_the_kl_is_measured_at_the_policys_training_temperature(world, tmp_path)
     sft, _ = tiny_checkpoints(tmp_path, dropout=0.0)
     sft_ckpt = load_checkpoint(sft)
     torch.manual_seed(0)
-    policy = {**sft_ckpt, "stage": "ppo", "config": {"temperature": 0.5},
+    policy = {**sft_ckpt, "stage": "ppo", "config": {"temperature": 0.5, "max_new_tokens": 6},
               "model": {k: v + 0.05 * torch.randn_like(v) for k, v in sft_ckpt["model"].items()}}
-    assert training_temperature(policy) == 0.5 and training_temperature(sft_ckpt) == 1.0
-    assert training_temperature({**policy, "stage": "dpo"}) == 1.0
+    assert training_sampling(policy, 8) == (0.5, 6) and training_sampling(sft_ckpt, 8) == (1.0, 8)
+    assert training_sampling({**policy, "stage": "dpo"}, 8) == (1.0, 8)
     tok, rt = get_tokenizer(sft_ckpt["tokenizer"]), setup("cpu")
     records = read(world / "prompts_eval.jsonl")[:6]
     cfg = types.SimpleNamespace(max_new_tokens=8, batch_size=4)

@@ -78,8 +78,7 @@ def test_hh_transcripts_become_messages_comparisons_and_counted_drops(tmp_path):
     assert multi["responses"] == ["Why did the cat sit on the laptop? To keep an eye on the mouse.", "Jokes are bad."]
     assert multi["ranks"] == [0, 1]
     assert sft[1]["messages"] == multi["messages"] + [{"role": "assistant", "content": multi["responses"][0]}]
-    assert prompts[0] == {"messages": [{"role": "user", "content": "What is a good name for a cat?"}],
-                          "family": "helpful"}
+    assert {"messages": [{"role": "user", "content": "What is a good name for a cat?"}], "family": "helpful"} in prompts
     meta = json.load(open(tmp_path / "out" / "meta.json"))
     assert meta["tokenizer"] == "gpt2"
     assert meta["dropped"]["train"] == {reason: 1 for _, _, reason in EDGE}
@@ -173,7 +172,8 @@ def test_hh_recipe_runs_every_stage_from_a_tiny_gpt2(tmp_path, monkeypatch):
     assert sft["parent"] == str(tmp_path / "gpt2") and sft["model_args"]["vocab_size"] == 50304
     assert sft["val_loss"] < json.loads(open(tmp_path / "sft" / "log.jsonl").readline())["val_loss"]
     proc = run("reward.py", "--config=config/hh_reward.json", f"--init_from={tmp_path / 'sft'}",
-               f"--out_dir={tmp_path / 'rm'}", "--batch_prompts=8", "--learning_rate=1e-3", "--warmup_iters=2", *common)
+               f"--out_dir={tmp_path / 'rm'}", "--batch_prompts=8", "--learning_rate=1e-3", "--warmup_iters=2",
+               "--norm_max_new_tokens=8", *common)  # PPO's --max_new_tokens below: the RM's unit is set there
     assert "held-out pairwise accuracy" in proc.stdout
     proc = run("ppo.py", "--config=config/hh_ppo.json", f"--init_from={tmp_path / 'sft'}",
                f"--reward={tmp_path / 'rm'}", f"--out_dir={tmp_path / 'ppo'}", "--max_iters=2", "--batch_size=4",

@@ -118,7 +118,8 @@ def test_rloo_loss_is_reinforce_on_the_whole_answer_with_no_ratio_and_no_clip():
         assert torch.allclose(grad, -adv[:, None] * mask / 2)          # d/d logp_it of -(1/B) sum_i A_i sum_t
         losses.append((loss.item(), clipfrac.item(), approx_kl.item()))
     assert losses[0][0] == pytest.approx(-(2.0 * -3.5 - 1.0 * -1.0) / 2) == losses[1][0]
-    assert losses[0][1:] == (0.0, 0.0) and losses[1][1] == 1.0 and losses[1][2] == pytest.approx(4.5)
+    # clipfrac: where PPO's clip would bite, ratio e^3 > 1.2 with A > 0 (answer 0's 3 tokens), not with A < 0
+    assert losses[0][1:] == (0.0, 0.0) and losses[1][1] == pytest.approx(3 / 5) and losses[1][2] == pytest.approx(4.5)
 
 
 def test_critic_free_estimators_refuse_one_answer_per_prompt_in_one_sentence(world, tmp_path):

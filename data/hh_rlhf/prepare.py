@@ -25,6 +25,7 @@ import glob
 import gzip
 import json
 import os
+import random
 import re
 import urllib.request
 import zlib
@@ -194,6 +195,9 @@ if __name__ == "__main__":
 
     sources = find_sources(args.source, args.subsets.split(","), os.path.join(here, "raw"))
     out, stats, first = convert(sources)
+    # helpful-base's prompts come before harmless-base's: in random order (seed 0), the first N are a sample of both
+    # (reward.py sets the RM's unit on the first RL prompts)
+    random.Random(0).shuffle(out["prompts_rl"])
     for split, c in stats.items():
         drops = [(k, v) for k, v in c.items() if k not in ("read", "kept")]
         print(f"{split}: {c['read']} records read, {c['kept']} kept, {c['read'] - c['kept']} dropped"
