@@ -563,10 +563,10 @@ def write_json(path, obj):
     os.replace(path + ".tmp", path)
 
 
-COMBINED = {"gold_score": "gold score", "gold_diff_vs_sft": "gold - sft, paired on the prompts (16)",
-            "win_rate_vs_sft": "win rate vs sft (5)", "win_rate_vs_sft_rewrite": "win rate vs sft_rewrite (18)"}
-RANGE = {"gold_score": (0.0, 1.0), "gold_diff_vs_sft": (-1.0, 1.0), "win_rate_vs_sft": (0.0, 1.0),
-         "win_rate_vs_sft_rewrite": (0.0, 1.0)}  # (21) what each number can be: its interval stays inside
+COMBINED = {  # (21) number -> (its title, the range it can take: its interval stays inside)
+    "gold_score": ("gold score", 0.0, 1.0), "gold_diff_vs_sft": ("gold - sft, paired on the prompts (16)", -1.0, 1.0),
+    "win_rate_vs_sft": ("win rate vs sft (5)", 0.0, 1.0),
+    "win_rate_vs_sft_rewrite": ("win rate vs sft_rewrite (18)", 0.0, 1.0)}
 
 
 def mean_over_seeds(values, lo=-math.inf, hi=math.inf):
@@ -618,7 +618,8 @@ def combine(dirs):
 
     per_seed = {k: [numbers(res, k) for res in runs] for k in names}
     return {"dirs": list(dirs), "t975": t975(len(dirs) - 1),
-            "policies": {k: {m: mean_over_seeds([v[m] for v in per_seed[k]], *RANGE[m]) for m in COMBINED}
+            "policies": {k: {m: mean_over_seeds([v[m] for v in per_seed[k]], lo, hi)
+                             for m, (_, lo, hi) in COMBINED.items()}
                          for k in names},
             "not_in_every_run": sorted({k for r in runs for k in r["policies"]} - set(names))}
 
@@ -629,7 +630,7 @@ if __name__ == "__main__":
         combined = combine([d for d in cfg.combine.split(",") if d])
         print(f"mean over {len(combined['dirs'])} seeds ({', '.join(combined['dirs'])}), 95% t interval over the "
               f"seeds (t = {combined['t975']:.3f}): the between-seed variance is in it")
-        for m, title in COMBINED.items():
+        for m, (title, _, _) in COMBINED.items():
             if all(v[m]["per_seed"] == [None] * len(combined["dirs"]) for v in combined["policies"].values()):
                 continue  # no run has this number (no sft_rewrite row, say)
             sign = "+" if m == "gold_diff_vs_sft" else ""
@@ -712,9 +713,9 @@ if __name__ == "__main__":
 
     for path in cfg.policies.split(","):
         ckpt = load_checkpoint(path, stages=LM_STAGES, hint="evaluate.py compares language models")
-        name = row_name(ckpt, path, policies)
-        if name != row_name(ckpt, path, {}):  # (18) another run of a method already in the table
-            twins.append((name, row_name(ckpt, path, {})))
+        name, method = row_name(ckpt, path, policies), row_name(ckpt, path, {})
+        if name != method:  # (18) another run of a method already in the table
+            twins.append((name, method))
         texts, finished = answer(ckpt, records, cfg, rt)
         add_row(name, ckpt, path, texts, finished)
         if ckpt["stage"] == "sft" and sft_ckpt is None:

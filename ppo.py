@@ -255,15 +255,12 @@ def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
 def reinforce_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):
     """(16) RLOO's loss as Ahmadian et al. write it: REINFORCE, -(1 / B) sum_i A_i log pi(y_i | x_i), log pi(y_i | x_i)
     the sum over answer i's real tokens; no ratio, no clip. logprobs, old_logprobs, mask (B, n); advantages (B,).
-    Returns (loss, clip fraction, approx KL) as policy_loss does: the share of tokens where PPO's clip (10) would
-    have cut the objective (ratio above 1 + clip with A > 0, or below 1 - clip with A < 0; nothing is clipped here)
-    and the mean (log ratio)^2 / 2, both logged to show how far a minibatch after the first is from the policy that
-    sampled it."""
+    Returns (loss, clip fraction, approx KL), the last two policy_loss's own on the same tokens: where PPO's clip
+    would have cut (nothing is clipped here), logged to show how far a minibatch after the first is from the
+    policy that sampled it."""
     loss = -(advantages * (logprobs * mask).sum(1)).mean()
-    log_ratio = (logprobs - old_logprobs).detach()
-    ratio, a = log_ratio.exp(), advantages.detach()[:, None]                      # (B, n), (B, 1)
-    clipfrac = masked_mean((-a * torch.clamp(ratio, 1 - clip, 1 + clip) > -a * ratio).float(), mask)
-    return loss, clipfrac, masked_mean(0.5 * log_ratio ** 2, mask)
+    _, clipfrac, approx_kl = policy_loss(logprobs.detach(), old_logprobs, advantages[:, None].detach(), mask, clip)
+    return loss, clipfrac, approx_kl
 
 
 def policy_loss(logprobs, old_logprobs, advantages, mask, clip=0.2):

@@ -248,7 +248,8 @@ if __name__ == "__main__":
     rl_prompts = rl_prompts[:cfg.norm_prompts]
 
     rm = RewardModel(GPTConfig(**{**parent["model_args"], "dropout": 0.0}))  # (3) dropout off
-    rm.gpt.load_state_dict(model_from_checkpoint(parent).state_dict())       # (1) the SFT trunk
+    sft = model_from_checkpoint(parent, dropout=0.0)                         # the SFT policy: (1) and (4)
+    rm.gpt.load_state_dict(sft.state_dict())                                 # (1) the SFT trunk
     rm.to(rt.device)
     optimizer = configure_optimizer(rm, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), rt.device_type)
     model = wrap(rm, rt, cfg.compile)
@@ -289,7 +290,7 @@ if __name__ == "__main__":
             logger.log(step, loss=loss.item(), lr=lr, ms_per_step=(time.time() - t0) * 1000 / step)
 
     acc, length_acc, n_pairs = pairwise_accuracy(rm, val, tok.pad_id, rt)
-    sft = model_from_checkpoint(parent, dropout=0.0).to(rt.device)  # (4) the policy PPO starts from, on its prompts
+    sft.to(rt.device)  # (4) the policy PPO starts from, on its prompts
     samples = policy_samples(sft, tok, rl_prompts, cfg.norm_max_new_tokens, cfg.seed, rt, cfg.norm_temperature)
     std = torch.tensor(score_sequences(rm, samples, tok.pad_id, rt)).std().item()
     gain = 1.0 / max(std, 1e-6)

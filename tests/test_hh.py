@@ -79,6 +79,9 @@ def test_hh_transcripts_become_messages_comparisons_and_counted_drops(tmp_path):
     assert multi["ranks"] == [0, 1]
     assert sft[1]["messages"] == multi["messages"] + [{"role": "assistant", "content": multi["responses"][0]}]
     assert {"messages": [{"role": "user", "content": "What is a good name for a cat?"}], "family": "helpful"} in prompts
+    # every comparison's prompt once, in a seeded random order (reward.py's unit is set on the first ones)
+    assert sorted(json.dumps(p) for p in prompts) == sorted(json.dumps({"messages": r["messages"],
+                                                                        "family": "helpful"}) for r in prefs)
     meta = json.load(open(tmp_path / "out" / "meta.json"))
     assert meta["tokenizer"] == "gpt2"
     assert meta["dropped"]["train"] == {reason: 1 for _, _, reason in EDGE}
