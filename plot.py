@@ -15,6 +15,9 @@ absent was not run and is left out) and out_dir/eval/results.json (evaluate.py).
                           --snapshots), best-of-n of SFT, the --beta0 run's training batches, and the final policies.
  5. win_rates.png         win rate against SFT with its 95% interval per policy; with --seeds, each seed and the mean.
  6. failures.png          InstructGPT's Figure 4 in miniature: each failure's rate per policy, as grouped bars.
+ 7. frontier.png          with out_dir/frontier/frontier.json (frontier.py, run.sh --frontier): gold against
+                          sqrt(KL) for every method's runs and snapshots, Gao et al.'s fitted forms dashed; beside
+                          it, best-of-n and PPO against the RMs trained on less of the comparisons.
 A figure whose data is absent (no RL stage was run, say) is skipped with a line saying so. Nothing is recomputed:
 every number drawn is one a log or results.json already holds.
 """
@@ -337,6 +340,68 @@ def failures(res, to):
     save(fig, to, "failures.png")
 
 
+def gao(fit, d):
+    """frontier.py (6): the fitted gain at each d = sqrt(KL)."""
+    a, b = fit["alpha"], fit["beta"]
+    return [x * (a - b * x) if fit["form"] == "bon" else x * (a - b * math.log(x)) if x > 0 else 0.0 for x in d]
+
+
+def frontier(fr, to):
+    """(7) The gold-versus-KL frontier (frontier.py): x = sqrt(KL) as Gao et al. plot it, so best-of-n's and the RL
+    runs' curves have room; each method's points, its runs' paths through their snapshots, and its fitted form.
+    best-of-n starts from SFT sampled at T = 1 (its n = 1) and its KL is an upper bound: hollow squares."""
+    if fr is None:
+        return print("skipped frontier.png: no frontier/frontier.json (bash run.sh --frontier writes it)")
+    pts, sft = fr["points"], fr["sft"]
+    methods = list(dict.fromkeys(p["method"] for p in pts))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 4.6), sharey=True)
+    d_max = max([math.sqrt(max(p["kl"], 0.0)) for p in pts] + [1.0])
+
+    def draw(ax, method, label, c):
+        own = [p for p in pts if p["method"] == method]
+        bon = method.startswith("best_of_n")
+        origin = (0.0, own[0]["gold"]) if bon else (0.0, sft["gold"])
+        for run in dict.fromkeys(p.get("run") for p in own):  # each run's path from the origin through its snapshots
+            path = [origin] + [(math.sqrt(max(p["kl"], 0.0)), p["gold"]) for p in own if p.get("run") == run
+                               and not (bon and p["n"] == 1)]
+            ax.plot(*zip(*path), "-", color=c, lw=0.8, alpha=0.5)
+        ax.plot([math.sqrt(max(p["kl"], 0.0)) for p in own], [p["gold"] for p in own], "s" if bon else "o", ms=4,
+                color=c, mfc="none" if bon else c, label=label)
+        fit = fr["fits"].get(method)
+        if fit:  # drawn a little past the method's last point, not extrapolated across the figure
+            xs = [1.1 * max(math.sqrt(max(p["kl"], 0.0)) for p in own) * i / 60 for i in range(61)]
+            ax.plot(xs, [origin[1] + y for y in gao(fit, xs)], "--", color=c, lw=1.2)
+
+    main = [m for m in methods if "@" not in m]
+    for m in main:
+        fit = fr["fits"].get(m)
+        r2 = "" if not fit or fit["r2"] is None else f" (fit R²={fit['r2']:.2f})"
+        draw(axes[0], m, m.replace("best_of_n", "best-of-n (KL bound)") + r2, color(m))
+    axes[0].set_title("every method against the same RM")
+    shades = ["#c6dbef", "#6baed6", "#08519c"]  # less data, lighter
+    rm_rows = fr.get("rm_data") or []
+    for i, r in enumerate(rm_rows):
+        c = shades[max(0, len(shades) - len(rm_rows) + i)] if len(rm_rows) <= len(shades) else None
+        tag = f"{r['comparisons']} comparisons" if r.get("comparisons") else os.path.basename(r["reward_model"])
+        draw(axes[1], r["method"], f"best-of-n, RM on {tag}", c)
+        if r["ppo_run"]:
+            own = [p for p in pts if p.get("run") == r["ppo_run"]]
+            path = [(0.0, sft["gold"])] + [(math.sqrt(max(p["kl"], 0.0)), p["gold"]) for p in own]
+            axes[1].plot(*zip(*path), "o-", color=c, ms=4, lw=1.2, label=f"PPO β={r['ppo_beta']:g}, RM on {tag}")
+    axes[1].set_title("proxy RMs on less data (Gao et al.)" if rm_rows else "(no RM data experiment)")
+    for ax in axes:
+        ax.axhline(sft["gold"], color=color("sft"), lw=0.8, ls=":")
+        ax.plot(0, sft["gold"], "*", color=color("sft"), ms=10, zorder=5)
+        ax.set_xlabel("√(KL to SFT), KL in nats per answer")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_xlim(-0.05, d_max * 1.05)
+    axes[0].set_ylabel("gold score (labeler, greedy answers)")
+    fig.suptitle("The gold-versus-KL frontier: points, runs' paths, Gao et al.'s forms (dashed); ★ SFT (greedy)")
+    fig.tight_layout()
+    save(fig, to, "frontier.png")
+
+
 def main():
     cfg = parse_config(Config)
     to = cfg.to or os.path.join(cfg.out_dir, "plots")
@@ -355,6 +420,8 @@ def main():
     overoptimisation(res, beta0_log, to)
     win_rates(all_res, to)
     failures(res, to)
+    path = os.path.join(cfg.out_dir, "frontier", "frontier.json")
+    frontier(json.load(open(path)) if os.path.exists(path) else None, to)
 
 
 if __name__ == "__main__":

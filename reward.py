@@ -306,7 +306,7 @@ if __name__ == "__main__":
             "model": unwrap(model).state_dict(), "model_args": {**asdict(rm.gpt.config)}, "tokenizer": tok.name,
             "stage": "reward", "parent": source_of(cfg.init_from), "config": asdict(cfg), "step": step,
             "val_accuracy": acc, "length_baseline_accuracy": length_acc, "val_pairs": n_pairs, "gain": gain,
-            "bias_shift": shift})
+            "bias_shift": shift, "train_comparisons": len(train)})
         print(f"reward model: held-out pairwise accuracy {acc:.3f} on {n_pairs} pairs (before training {acc0:.3f}); "
               f"longer-answer baseline {length_acc:.3f}; scaled by {gain:.3f} (std 1 on SFT's answers to "
               f"{len(samples)} RL prompts), shifted by "

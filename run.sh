@@ -10,27 +10,44 @@
 #                          # ppo_ptx (PPO-ptx), rloo and grpo
 #                          # (critic-free RL), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
 #                          # rounds, PPO again): about twice the time
+#   bash run.sh --frontier # and the gold-versus-KL frontier on this seed (frontier.py, out/frontier/): PPO, RLOO and
+#                          # GRPO at --betas=0,0.03,0.1,0.3, DPO at --dpo_betas=0.01,0.03,0.1,0.3, best-of-n to 64,
+#                          # proxy RMs on a quarter and a half of the comparisons with PPO against each (two jobs at
+#                          # a time, each on half the cores): about 75 minutes more on 2 CPU cores
 #   OUT=DIR bash run.sh    # everything, the world's files included, in DIR
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
-OUT_DIR=${OUT:-} TINY=0 SEED=0 FULL=0
+OUT_DIR=${OUT:-} TINY=0 SEED=0 FULL=0 FRONTIER=0 BETAS=0,0.03,0.1,0.3 DPO_BETAS=0.01,0.03,0.1,0.3
 for arg in "$@"; do
     case "$arg" in
         --tiny) TINY=1 ;;
         --full) FULL=1 ;;
+        --frontier) FRONTIER=1 ;;
         --seed=*) SEED=${arg#--seed=} ;;
-        *) echo "run.sh: unknown argument '$arg' (expected --seed=N, --tiny, --full)" >&2; exit 2 ;;
+        --betas=*) BETAS=${arg#--betas=} ;;
+        --dpo_betas=*) DPO_BETAS=${arg#--dpo_betas=} ;;
+        *) echo "run.sh: unknown argument '$arg' (expected --seed=N, --tiny, --full, --frontier, --betas=LIST," \
+                "--dpo_betas=LIST)" >&2; exit 2 ;;
     esac
 done
 if ! [[ "$SEED" =~ ^[0-9]+$ ]]; then
     echo "run.sh: --seed must be a non-negative integer, got '$SEED'; nothing was written" >&2; exit 2
 fi
+NUMBERS='^[0-9]+(\.[0-9]+)?(,[0-9]+(\.[0-9]+)?)*$'  # a comma-separated list of numbers >= 0
+if ! [[ $BETAS =~ $NUMBERS ]]; then
+    echo "run.sh: --betas must be a comma-separated list of KL coefficients >= 0 (as 0,0.03,0.1,0.3), got '$BETAS';" \
+         "nothing was written" >&2; exit 2
+fi
+if ! [[ $DPO_BETAS =~ $NUMBERS ]] || [[ ,$DPO_BETAS, =~ ,0*(\.0*)?, ]]; then
+    echo "run.sh: --dpo_betas must be a comma-separated list of DPO betas > 0 (as 0.01,0.03,0.1,0.3), got" \
+         "'$DPO_BETAS'; nothing was written" >&2; exit 2
+fi
 OUT=${OUT_DIR:-out/seed_$SEED} DATA=$OUT/data  # $OUT, if set, holds everything: the outputs and the world's files
 if [[ $SEED == 0 && -z $OUT_DIR ]]; then OUT=out DATA=data/assistant; fi
 S=--seed=$SEED  # the world's seed and every stage's
 PTX=0.1         # PPO-ptx's pretraining-loss coefficient, chosen by measurement (docs/experiments.md "PPO-ptx")
-PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() RFT=() EVAL=(--max_new_tokens=64)
+PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() RFT=() EVAL=(--max_new_tokens=64) FRONT=()
 if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing outside out/tiny is touched
     OUT=${OUT_DIR:-out/tiny}
     DATA=$OUT/data
@@ -38,7 +55,7 @@ if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing out
     SFT=(--epochs=0.25 --batch_size=256 --eval_interval=10) RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --vf_warmup=1 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
-    EVAL=(--max_new_tokens=8 --best_of=2)
+    EVAL=(--max_new_tokens=8 --best_of=2) FRONT=(--max_new_tokens=8 --best_of=2 --kl_samples=1)
 fi
 
 stage() { echo; echo "== $1"; SECONDS=0; }
@@ -133,6 +150,56 @@ stage "evaluate: gold score and win rate against SFT on held-out prompts ($OUT/e
 $PY evaluate.py --policies=$POLICIES --reward=$REWARDS --prefs=$PREFS \
     --data_dir=$DATA --snapshots=$OUT/ppo --out_dir=$OUT/eval $S "${EVAL[@]}"
 took evaluate
+
+if [[ $FRONTIER == 1 ]]; then
+    # The gold-versus-KL frontier (frontier.py; Gao et al. 2022): from the same SFT model, each method at several KL
+    # coefficients against the same RM, and PPO against proxy RMs trained on less of the same comparisons (their RM
+    # data experiment). Two jobs at a time, each on half the cores (small models use two processes better than two
+    # threads); each job's output goes to its log in $F/logs/.
+    F=$OUT/frontier RMS=$OUT/reward JOBS=() RUNS=()
+    THREADS=$(( $(getconf _NPROCESSORS_ONLN) / 2 )); (( THREADS >= 1 )) || THREADS=1
+    stage "frontier: ppo, rloo, grpo at beta $BETAS, dpo at beta $DPO_BETAS, PPO against RMs on 1/4 and 1/2 of the data"
+    mkdir -p $F/logs
+    for part in 4 2; do  # the first 1/part of the training comparisons; the same held-out ones, shift and unit data
+        D=$F/data_q$part
+        mkdir -p $D && cp $DATA/prefs_val.jsonl $DATA/sft_train.jsonl $DATA/prompts_rl.jsonl $D/
+        head -n $(( $(wc -l < $DATA/prefs_train.jsonl) / part )) $DATA/prefs_train.jsonl > $D/prefs_train.jsonl
+        JOBS+=("{ $PY reward.py --data_dir=$D --init_from=$OUT/sft --out_dir=$F/reward_q$part $S ${REWARD[*]} && $PY \
+ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$F/reward_q$part --out_dir=$F/ppo_q$part $S ${PPO[*]}; } \
+> $F/logs/q$part.log 2>&1")
+        RUNS+=($F/ppo_q$part) RMS+=,$F/reward_q$part
+    done
+    for est in gae grpo rloo; do  # the longest jobs first, so that the two lanes end together
+        for b in ${BETAS//,/ }; do
+            name=${est/gae/ppo}_b$b
+            JOBS+=("$PY ppo.py --estimator=$est --beta=$b --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward \
+--out_dir=$F/$name $S ${PPO[*]} > $F/logs/$name.log 2>&1")
+            RUNS+=($F/$name)
+        done
+    done
+    for b in ${DPO_BETAS//,/ }; do
+        JOBS+=("$PY dpo.py --beta=$b --data_dir=$DATA --init_from=$OUT/sft --out_dir=$F/dpo_b$b $S ${DPO[*]} \
+> $F/logs/dpo_b$b.log 2>&1")
+        RUNS+=($F/dpo_b$b)
+    done
+    lanes() {  # the commands given, two at a time; stop with a pointer to the logs if one fails
+        printf '%s\0' "$@" | OMP_NUM_THREADS=$THREADS xargs -0 -n 1 -P 2 bash -c || {
+            echo "run.sh: a frontier job failed; its log in $F/logs/ says why" >&2; exit 1; }
+    }
+    lanes "${JOBS[@]}"
+    took "frontier's ${#JOBS[@]} trainings"
+
+    stage "frontier: gold and KL to SFT of every run and snapshot, best-of-n against each RM, the fits ($F)"
+    FR="$PY frontier.py --sft=$OUT/sft --data_dir=$DATA --out_dir=$F $S ${FRONT[*]}"
+    ODD=$(IFS=,; echo "${RUNS[*]:0:${#RUNS[@]}/3}") EVEN=$(IFS=,; echo "${RUNS[*]:${#RUNS[@]}/3}")
+    # two processes measure a share each (best-of-n's 64 samples per prompt are the larger share's weight); the
+    # points are cached (frontier.py 8), so the last call only gathers them, fits and writes frontier.json
+    lanes "$FR --runs=$ODD --reward=$RMS > $F/logs/measure_1.log 2>&1" \
+          "$FR --runs=$EVEN --reward=$RMS --best_of=0 > $F/logs/measure_2.log 2>&1"
+    $FR --runs=$(IFS=,; echo "${RUNS[*]}") --reward=$RMS > $F/logs/frontier.log
+    sed -n '/^Gao/,$p' $F/logs/frontier.log
+    took "frontier's measurements"
+fi
 
 stage "plot: learning curves, RL curves, over-optimisation, win rates, failure rates ($OUT/plots/*.png)"
 $PY plot.py --out_dir=$OUT --to=$OUT/plots

@@ -1,9 +1,11 @@
 """run.sh --tiny: the whole pipeline, every stage through its real script, on a tiny model."""
 import json
+import math
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -12,15 +14,45 @@ from conftest import ROOT
 def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path):
     """--full: the default pipeline, then SFT on ideal demonstrations, rejection-sampling fine-tuning, PPO-ptx and a
     second round of comparisons (of the round-1 PPO policy's answers), an RM on both rounds and PPO on it, all in
-    one results.json."""
+    one results.json. --frontier (one beta per method here, to stay fast): the sweep's runs, frontier.py's
+    frontier.json with every point, fit and matched value it promises, and frontier.png."""
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3", "--full"], cwd=ROOT, capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3", "--full", "--frontier", "--betas=0",
+                           "--dpo_betas=0.1"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "sft_good", "rft",
-                  "ppo_ptx", "round 2 comparisons and RM", "ppo_r2", "evaluate", "plot"):
+                  "ppo_ptx", "round 2 comparisons and RM", "ppo_r2", "evaluate", "frontier's 6 trainings",
+                  "frontier's measurements", "plot"):
         assert f"-- {stage} took" in proc.stdout
-    assert len(os.listdir(tmp_path / "plots")) == 6  # every figure plot.py draws: the tiny run has every stage
+    assert len(os.listdir(tmp_path / "plots")) == 7  # every figure plot.py draws: the tiny run has every stage
+    # --frontier: ppo, grpo and rloo at beta 0 and dpo at 0.1 against the RM; RMs on 1/4 and 1/2 of the
+    # comparisons, the same held-out ones, and PPO against each
+    f = tmp_path / "frontier"
+    runs = ["ppo_b0", "grpo_b0", "rloo_b0", "dpo_b0.1", "ppo_q4", "ppo_q2"]
+    for run in runs + ["reward_q4", "reward_q2"]:
+        assert (f / run / "ckpt.pt").exists(), run
+    assert {torch.load(f / r / "ckpt.pt", weights_only=False)["config"]["beta"] for r in runs[:3]} == {0.0}
+    n = sum(1 for _ in open(tmp_path / "data" / "prefs_train.jsonl"))
+    for part in (4, 2):
+        rm = torch.load(f / f"reward_q{part}" / "ckpt.pt", weights_only=False)
+        assert rm["train_comparisons"] == n // part and rm["config"]["data_dir"] == str(f / f"data_q{part}")
+        val = open(tmp_path / "data" / "prefs_val.jsonl").read()
+        assert open(f / f"data_q{part}" / "prefs_val.jsonl").read() == val
+        assert torch.load(f / f"ppo_q{part}" / "ckpt.pt", weights_only=False)["reward"] == str(f / f"reward_q{part}")
+    fr = json.load(open(f / "frontier.json"))
+    methods = {"ppo", "grpo", "rloo", "dpo", "ppo@reward_q4", "ppo@reward_q2", "best_of_n", "best_of_n@reward_q4",
+               "best_of_n@reward_q2"}
+    assert {p["method"] for p in fr["points"]} == methods
+    assert {p["run"] for p in fr["points"] if "run" in p} == {str(f / r) for r in runs}
+    bon = [p for p in fr["points"] if p["method"] == "best_of_n"]
+    assert [p["n"] for p in bon] == [1, 2] and bon[1]["kl"] == pytest.approx(math.log(2) - 0.5)
+    assert all(p["kl_is_upper_bound"] for p in bon) and all(-1 <= p["gain"]["mean"] <= 1 for p in bon[1:])
+    assert set(fr["fits"]) == methods  # one point past the origin each here: too few to fit, so None
+    assert {(r["kl"], r["method"]) for r in fr["matched"]} == {(k, m) for k in (1.0, 2.0) for m in methods}
+    assert [r["reward_model"] for r in fr["rm_data"]] == [str(tmp_path / "reward")] + \
+        [str(f / f"reward_q{p}") for p in (4, 2)]
+    assert [r["comparisons"] for r in fr["rm_data"]] == [n, n // 4, n // 2]
+    assert len(os.listdir(f / "points")) == 1 + len(runs) + 1  # sft, each run's one snapshot, best-of-n: cached
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "rloo", "grpo", "dpo",
                                     "best_of_2", "sft_good", "rft", "ppo_ptx", "ppo_r2"}
@@ -68,3 +100,12 @@ def test_run_sh_refuses_a_seed_that_is_not_an_integer_and_writes_nothing(tmp_pat
                               env={**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable})
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "run.sh: " in proc.stderr, proc.stderr
         assert not (tmp_path / "out").exists() and proc.stdout == ""
+
+
+@pytest.mark.parametrize("bad", ["--betas=", "--betas=a,b", "--betas=0.1,-1", "--dpo_betas=0", "--dpo_betas=0.1,0.0",
+                                 "--dpo_betas=1,,2"])
+def test_run_sh_refuses_a_frontier_list_that_is_empty_or_not_numbers_and_starts_nothing(tmp_path, bad):
+    proc = subprocess.run(["bash", "run.sh", "--frontier", bad, "--tiny"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and bad.split("=")[0] in proc.stderr, proc.stderr
+    assert "nothing was written" in proc.stderr and not (tmp_path / "out").exists() and proc.stdout == ""
