@@ -538,12 +538,15 @@ def alignment_tax(ckpt, corpus, corpus_tokenizer, items, cfg, rt):
 
 
 def row_name(ckpt, path, taken):
-    """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names), rloo or grpo (ppo.py's other estimators); the run
-    directory when two policies share one."""
+    """gpt, sft, ppo, ppo_ptx or dpo (InstructGPT's names), rloo or grpo (ppo.py's other estimators), with _verifier
+    or _rm_verifier for a run on a verifier's reward (ppo.py 21); the run directory when two policies share one."""
     name = {"pretrain": "gpt"}.get(ckpt["stage"], ckpt["stage"])
     if name == "ppo":
         estimator = ckpt["config"].get("estimator", "gae")
         name = ("ppo" if estimator == "gae" else estimator) + ("_ptx" if ckpt["config"].get("ptx_coef", 0) > 0 else "")
+        rewards = [r for r in str(ckpt["config"].get("reward", "")).split(",") if r]
+        if any(r.endswith(".py") for r in rewards):
+            name += "_rm_verifier" if len(rewards) > 1 else "_verifier"
     if name in taken:
         name = os.path.basename(os.path.dirname(os.path.abspath(common.ckpt_path(path))))
     while name in taken:

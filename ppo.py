@@ -10,6 +10,8 @@ RLOO and GRPO (15-19).
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
     python ppo.py --target_kl=1                     # adaptive beta toward a KL target (Ziegler et al. 2019)
     python ppo.py --ptx_coef=0.1 --out_dir=out/ppo_ptx   # PPO-ptx: mix in the pretraining loss
+    python ppo.py --estimator=grpo --reward=data/assistant/verifier.py --out_dir=out/grpo_verifier   # RLVR (21)
+    python ppo.py --reward=out/reward,data/assistant/verifier.py --out_dir=out/ppo_rm_verifier  # RM + verifier (21)
     python ppo.py --vf_warmup=0                     # no value warmup: the critic starts as the RM (20)
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
@@ -144,8 +146,20 @@ secret", VC-PPO's value pretraining; verl's critic_warmup and OpenRLHF's freezin
     (world v2.3's reward models). In run.sh --full (world v2.4): 0.81/0.95/0.88, greedy curt refusals 0 on every
     seed. Not a guarantee: with the same warmup ppo_r2 on seed 2 and PPO-ptx on seed 0 kept most curt refusals (greedy
     1.00 and 0.82). docs/experiments.md "World v2.4: the probes".
+
+A reward a program verifies (RLVR). Sources: Tülu 3 (Lambert et al. 2024, sec. 6: PPO on a verifiable reward, also
+added to an RM's score), DeepSeekMath / DeepSeek-R1 (GRPO on rule-based rewards).
+21. --reward takes an RM checkpoint, a verifier file (a .py defining verify(record, response) -> float or None,
+    computed from the conversation's text: data/assistant/verifier.py), or both, comma-separated. Both: the score
+    (4) is the RM's plus verifier_coef times the verifier's reward where it returns one (None: the RM's alone).
+    A verifier alone: only the RL prompts it can check are used (verify(record, "") is not None), the score is
+    verifier_coef times its reward, and PPO's value model, which (1) starts from the RM, starts from the SFT
+    policy's trunk with a zero head (TRL's and OpenRLHF's critics start from the policy or SFT model when there is
+    no RM), and the value warmup (20) fits it before the policy moves. Logged: "verified", the mean verifier reward
+    of the batch's checkable answers.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -171,7 +185,8 @@ from tokenizer import get_tokenizer
 class Config:
     data_dir: str = "data/assistant"   # prompts_rl.jsonl (and train.bin for --ptx_coef)
     init_from: str = "out/sft"         # policy and reference (1)
-    reward: str = "out/reward"         # the reward model; the value model starts from it (1)
+    reward: str = "out/reward"         # an RM checkpoint (the value model starts from it: 1), a verifier, or both (21)
+    verifier_coef: float = 1.0         # (21) weight of the verifier's reward (0 or 1) added to the score
     labeler: str = "data/assistant/labeler.py"  # only to log the batch's gold score; never in the loss ("" = none)
     out_dir: str = "out/ppo"           # checkpoint and log.jsonl go here
     resume: bool = False               # continue from out_dir/ckpt.pt
@@ -370,12 +385,38 @@ def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
             out["ref_logp"].append(response_logprobs(ref, x, m, P, temperature)[0])
             if value is not None:
                 out["values"].append(value(x, m)[:, P - 1:-1].float())
-            out["score"].append(rm(x, m).float())                         # (4) at the last real token
+            out["score"].append(rm(x, m).float() if rm is not None             # (4) at the last real token
+                                else torch.zeros(x.size(0), device=x.device))  # (21) a verifier alone
     return {k: torch.cat(v) for k, v in out.items()}
 
 
 def check_prompt(record):
     check_messages(record, "user")
+
+
+def load_rewards(spec):
+    """(21) --reward: comma-separated RM checkpoints and verifier files -> (RM path or None, verify or None). One
+    sentence naming what was expected where an item is neither."""
+    rm_path, verify = None, None
+    for item in [s for s in spec.split(",") if s]:
+        if item.endswith(".py") and os.path.isfile(item):
+            module_spec = importlib.util.spec_from_file_location("verifier", item)  # by path, as the labeler
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            if not callable(getattr(module, "verify", None)) or verify is not None:
+                raise SystemExit(f"--reward={spec}: {item} defines no verify(record, response) function; expected an "
+                                 f"RM checkpoint (reward.py's out_dir or its ckpt.pt) and/or one verifier file")
+            verify = module.verify
+        elif (os.path.isdir(item) or item.endswith(".pt")) and rm_path is None:
+            rm_path = item
+        else:
+            raise SystemExit(f"--reward={spec}: {item!r} is neither a reward checkpoint (reward.py's out_dir or its "
+                             f"ckpt.pt) nor a verifier (a .py file defining verify(record, response)); expected one "
+                             f"of each at most")
+    if rm_path is None and verify is None:
+        raise SystemExit("--reward is empty: expected an RM checkpoint (out/reward) and/or a verifier file "
+                         "(data/assistant/verifier.py)")
+    return rm_path, verify
 
 
 if __name__ == "__main__":
@@ -405,12 +446,20 @@ if __name__ == "__main__":
         raise SystemExit(f"{source} holds a --estimator={ckpt['config'].get('estimator', 'gae')} run, not "
                          f"--estimator={cfg.estimator}: resume it with its estimator, or use another --out_dir")
     tok = get_tokenizer(ckpt["tokenizer"])
-    rm, rm_ckpt = load_reward_model(cfg.reward)
-    if rm_ckpt["tokenizer"] != tok.name:
-        raise SystemExit(f"the reward model uses the {rm_ckpt['tokenizer']!r} tokenizer, the policy {tok.name!r}")
+    rm_path, verify = load_rewards(cfg.reward)  # (21)
+    rm = None
+    if rm_path is not None:
+        rm, rm_ckpt = load_reward_model(rm_path)
+        if rm_ckpt["tokenizer"] != tok.name:
+            raise SystemExit(f"the reward model uses the {rm_ckpt['tokenizer']!r} tokenizer, the policy {tok.name!r}")
     labeler = load_labeler(cfg.labeler)
     records = read_jsonl(os.path.join(cfg.data_dir, "prompts_rl.jsonl"), check_prompt,
                          hint="run python data/assistant/prepare.py")
+    if rm is None:  # (21) a verifier alone learns only from the prompts it can check
+        records = [r for r in records if verify(r, "") is not None]
+        if not records:
+            raise SystemExit(f"the verifier can check none of the prompts in {cfg.data_dir}/prompts_rl.jsonl: give an "
+                             f"RM as well (--reward=out/reward,{cfg.reward})")
     block = ckpt["model_args"]["block_size"]
     limit = block - cfg.max_new_tokens
     if limit <= 0:
@@ -428,11 +477,19 @@ if __name__ == "__main__":
     policy = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device)
     sft = ckpt if not cfg.resume else load_checkpoint(ckpt["parent"], stages=LM_STAGES)
     ref = model_from_checkpoint(sft, dropout=0.0).to(rt.device).eval().requires_grad_(False)
-    rm.to(rt.device).requires_grad_(False)
+    if rm is not None:
+        rm.to(rt.device).requires_grad_(False)
     value = None
     if gae:
-        value = ValueModel(rm.gpt.config).to(rt.device)
-        value.load_state_dict(ckpt["value"] if cfg.resume else rm.state_dict())
+        value = ValueModel(rm.gpt.config if rm is not None else policy.config).to(rt.device)
+        if cfg.resume:
+            value.load_state_dict(ckpt["value"])
+        elif rm is not None:
+            value.load_state_dict(rm.state_dict())
+        else:  # (21) no RM: the SFT policy's trunk, a head that says 0 until the warmup (20) fits it
+            value.gpt.load_state_dict(policy.state_dict())
+            nn.init.zeros_(value.head.weight)
+            nn.init.zeros_(value.head.bias)
     both = nn.ModuleList([policy, value] if gae else [policy])  # one optimizer, one gradient clip (11)
     optimizer = configure_optimizer(both, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
@@ -454,7 +511,8 @@ if __name__ == "__main__":
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
         print(f"models: policy and reference {policy.num_params() / 1e6:.2f}M from {cfg.init_from}, "
-              f"{'reward and value' if gae else 'reward (no value model: ' + cfg.estimator + ')'} from {cfg.reward}; "
+              f"{'reward and value' if gae else 'reward (no value model: ' + cfg.estimator + ')'} from {cfg.reward}"
+              f"{'' if verify is None else f' (the verifier times {cfg.verifier_coef:g})'}; "
               f"{len(prompts)} prompts, {per_iter} per iteration{'' if gae else f' x {k} answers'}, "
               f"{cfg.max_iters} iterations" + (f" after {warmup} of the value model alone" if warmup else ""))
     logger = Logger(cfg.out_dir, cfg.max_iters, rt.master, it if cfg.resume else None)
@@ -463,7 +521,8 @@ if __name__ == "__main__":
         if rt.master:
             policy_only = {"model": unwrap(policy_w).state_dict(), "model_args": asdict(policy.config),
                            "tokenizer": tok.name, "stage": "ppo", "parent": parent,
-                           "reward": os.path.abspath(cfg.reward), "config": asdict(cfg), "step": it, "beta": beta}
+                           "reward": ",".join(map(os.path.abspath, filter(None, cfg.reward.split(",")))),
+                           "config": asdict(cfg), "step": it, "beta": beta}
             save_checkpoint(os.path.join(cfg.out_dir, f"iter_{it}.pt"), policy_only)  # for evaluate.py --snapshots
             save_checkpoint(cfg.out_dir, {**policy_only, **({"value": unwrap(value_w).state_dict()} if gae else {}),
                                           "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict()})
@@ -493,15 +552,22 @@ if __name__ == "__main__":
 
         # ---- scoring: log-probs, values, RM scores, per-token rewards, advantages
         r = score_rollout(policy, ref, value, rm, seq, mask, P, cfg.temperature, cfg.minibatch_size, rt)
+        lengths = rmask.sum(1).float()
+        texts = [tok.decode(row[:int(n) - int(f)]) for row, n, f in zip(seq[:, P:].tolist(), lengths, finished)]
+        score, verified = r["score"], None                                   # (4) (B,)
+        if verify is not None:  # (21) the verifier's reward, where it can check the answer
+            checks = [verify(records[j], t) for j, t in zip(ids, texts)]
+            score = score + cfg.verifier_coef * torch.tensor([c or 0.0 for c in checks], device=rt.device)
+            verified = [c for c in checks if c is not None]
         fmask = rmask.float()
         kl = (r["logp"] - r["ref_logp"]) * fmask                             # (5) k1 per token
         if gae:
-            rewards = token_rewards(kl, r["score"], fmask, finished, beta, cfg.missing_eos_penalty)  # (4) (5)
+            rewards = token_rewards(kl, score, fmask, finished, beta, cfg.missing_eos_penalty)  # (4) (5)
             advantages, returns = compute_gae(rewards, r["values"], fmask, cfg.gamma, cfg.lam)  # (7)
             advantages = masked_whiten(advantages, fmask)                    # (8)
         else:  # (16) RLOO's reward: (5)'s summed over the answer; (17) GRPO's: the score alone, its KL is in the loss
             in_reward = beta if cfg.estimator == "rloo" else 0.0
-            seq_rewards = token_rewards(kl, r["score"], fmask, finished, in_reward, cfg.missing_eos_penalty).sum(1)
+            seq_rewards = token_rewards(kl, score, fmask, finished, in_reward, cfg.missing_eos_penalty).sum(1)
             seq_adv = (rloo_advantages(seq_rewards, k) if cfg.estimator == "rloo"            # (16) (B,)
                        else grpo_advantages(seq_rewards, k, cfg.group_std))                # (17) (B,)
             advantages = seq_adv[:, None] * fmask                            # (B, n): the answer's, on every token
@@ -559,18 +625,17 @@ if __name__ == "__main__":
         t3 = time.time()
 
         # ---- statistics of this iteration, averaged over ranks (13)
-        lengths = rmask.sum(1).float()
         avg = {name: sum(v) / len(v) for name, v in stats.items() if v}  # over the iteration's minibatches
         critic = {}
         if gae:  # (11) the value model's loss and the share of the returns' variance it explains
             v_err = masked_mean((returns - r["values"] - masked_mean(returns - r["values"], fmask)) ** 2, fmask)
             v_var = masked_mean((returns - masked_mean(returns, fmask)) ** 2, fmask)
             critic = {"vf_loss": avg["vf_loss"], "explained_var": 1.0 - (v_err / v_var.clamp(min=1e-8)).item()}
-        texts = [tok.decode(row[:int(n) - int(f)]) for row, n, f in zip(seq[:, P:].tolist(), lengths, finished)]
         gold = [labeler.score(records[j], t) for j, t in zip(ids, texts)] if labeler else None
         metrics = {
             "rm_score": r["score"].mean().item(),
             **({"gold": sum(gold) / len(gold)} if gold else {}),                  # a metric, never a reward
+            **({"verified": sum(verified) / len(verified)} if verified else {}),  # (21)
             "kl": kl.sum(1).mean().item(),                                         # (5) k1, nats per answer
             "kl_k3": (kl_k3(r["logp"] * fmask, r["ref_logp"] * fmask) * fmask).sum(1).mean().item(),  # (5) k3
             "entropy": masked_mean(r["entropy"], fmask).item(),

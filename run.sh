@@ -7,8 +7,8 @@
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
 #   bash run.sh --full     # and the other rows, into the same results.json: sft_good (SFT on ideal demonstrations:
 #                          # what perfect demonstrators alone would do), rft (SFT continued on the RM's best of 8),
-#                          # ppo_ptx (PPO-ptx), rloo and grpo
-#                          # (critic-free RL), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
+#                          # ppo_ptx (PPO-ptx), rloo and grpo (critic-free RL), grpo_verifier and ppo_rm_verifier
+#                          # (RLVR: a verifier's reward, alone and beside the RM), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
 #                          # rounds, PPO again): about twice the time
 #   bash run.sh --frontier # and the gold-versus-KL frontier on this seed (frontier.py, out/frontier/): PPO, RLOO and
 #                          # GRPO at --betas=0,0.03,0.1,0.3, DPO at --dpo_betas=0.01,0.03,0.1,0.3, best-of-n to 64,
@@ -123,6 +123,19 @@ if [[ $FULL == 1 ]]; then
         took $est
     done
 
+    # RLVR (ppo.py 21): a reward a program computes from the prompt's text (data/assistant/verifier.py: sums,
+    # counts, reversals, the system message's form). GRPO on the verifier alone, on the prompts it can check
+    # (DeepSeekMath's setting); PPO on the RM plus the verifier (Tülu 3's mix)
+    V=data/assistant/verifier.py
+    stage "grpo_verifier: GRPO on the verifier's reward alone ($OUT/grpo_verifier)"
+    $PY ppo.py --estimator=grpo --reward=$V --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/grpo_verifier \
+        $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+    took grpo_verifier
+    stage "ppo_rm_verifier: PPO on the RM's score plus the verifier's ($OUT/ppo_rm_verifier)"
+    $PY ppo.py --reward=$OUT/reward,$V --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/ppo_rm_verifier \
+        $S "${PPO[@]}" | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
+    took ppo_rm_verifier
+
     # Iterated RLHF (InstructGPT's comparisons came partly from earlier RL policies; Anthropic's HH "online" rounds):
     # the round-1 PPO policy's answers to the labeling prompts, ranked; an RM on rounds 1 and 2; PPO again from SFT
     # (only the RM differs from round 1, so what round 2 changes is what its comparisons taught)
@@ -142,7 +155,8 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/ppo_r2
+    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/grpo_verifier,$OUT/ppo_rm_verifier
+    POLICIES+=,$OUT/ppo_r2
     REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi
 

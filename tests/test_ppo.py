@@ -1,14 +1,15 @@
 import json
 import math
+import os
 
 import pytest
 import torch
 
-from conftest import TINY_MODEL, read, run
+from conftest import ROOT, TINY_MODEL, read, run
 from common import save_checkpoint, setup
 from model import GPT, GPTConfig
-from ppo import (adapt_beta, compute_gae, ptx_seed, grpo_advantages, kl_k3, masked_whiten, policy_loss, reinforce_loss,
-                 response_logprobs, response_mask, rloo_advantages, token_rewards, value_loss)
+from ppo import (adapt_beta, compute_gae, ptx_seed, grpo_advantages, kl_k3, load_rewards, masked_whiten, policy_loss,
+                 reinforce_loss, response_logprobs, response_mask, rloo_advantages, token_rewards, value_loss)
 from reward import RewardModel
 from tokenizer import get_tokenizer
 
@@ -363,3 +364,37 @@ def test_ptx_windows_get_a_distinct_seed_for_every_iteration_rank_and_minibatch(
     seed + 7 j + 100003 it + rank gave rank 7's minibatch 0 rank 0's minibatch 1)."""
     seeds = [ptx_seed(3, it, rank, j) for it in range(4) for rank in range(64) for j in range(32)]
     assert len(set(seeds)) == len(seeds) and max(seeds) < 2**63
+
+
+def test_a_verifier_as_the_reward_alone_or_beside_the_rm(world, tmp_path):
+    """(21) RLVR: --reward names a verifier file, alone or after an RM. Alone: only the prompts it can check, and a
+    value model that starts from the SFT trunk with a zero head (no RM to start from); with an RM, every prompt.
+    evaluate.py names the rows for it."""
+    from evaluate import row_name
+    verifier = os.path.join(ROOT, "data", "assistant", "verifier.py")
+    _, verify = load_rewards(verifier)
+    checkable = sum(verify(r, "") is not None for r in read(world / "prompts_rl.jsonl"))
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0)
+    common = [f"--data_dir={world}", f"--init_from={sft}", "--max_iters=2", "--vf_warmup=1", "--batch_size=8",
+              "--minibatch_size=4", "--max_new_tokens=8", "--learning_rate=0", "--min_lr=0", "--vf_warmup_lr=0"]
+    proc = run("ppo.py", *common, f"--reward={verifier}", f"--out_dir={tmp_path / 'alone'}")
+    assert f"{checkable} prompts" in proc.stdout and "the verifier times 1" in proc.stdout and 0 < checkable < 1000
+    log = read(tmp_path / "alone" / "log.jsonl")
+    assert all(0 <= l["verified"] <= 1 and l["rm_score"] == 0.0 for l in log)
+    ckpt = torch.load(tmp_path / "alone" / "ckpt.pt", weights_only=False)  # learning rate 0: the critic's start
+    sft_weights = torch.load(sft / "ckpt.pt", weights_only=False)["model"]
+    assert all(torch.equal(ckpt["value"]["gpt." + k], v) for k, v in sft_weights.items())
+    assert not ckpt["value"]["head.weight"].any() and not ckpt["value"]["head.bias"].any()
+    assert row_name(ckpt, str(tmp_path / "alone"), {}) == "ppo_verifier"
+    proc = run("ppo.py", *common, f"--reward={rm},{verifier}", f"--out_dir={tmp_path / 'both'}", "--estimator=grpo")
+    assert "1000 prompts" in proc.stdout  # every prompt: where the verifier cannot check, the RM's score alone
+    both = torch.load(tmp_path / "both" / "ckpt.pt", weights_only=False)
+    assert row_name(both, str(tmp_path / "both"), {}) == "grpo_rm_verifier"
+    assert both["reward"] == f"{rm},{verifier}"
+    # bad input: a file that is neither, a .py without verify: one sentence naming what was expected
+    (tmp_path / "notes.txt").write_text("hello")
+    for bad, says in ((tmp_path / "notes.txt", "neither a reward checkpoint"),
+                      (os.path.join(ROOT, "data", "assistant", "prepare.py"), "defines no verify")):
+        proc = run("ppo.py", *common, f"--reward={bad}", f"--out_dir={tmp_path / 'bad'}", check=False)
+        assert proc.returncode == 1 and says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not (tmp_path / "bad").exists()

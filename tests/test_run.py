@@ -21,7 +21,8 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
                            "--dpo_betas=0.1"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "sft_good", "rft",
-                  "ppo_ptx", "round 2 comparisons and RM", "ppo_r2", "evaluate", "frontier's 6 trainings",
+                  "ppo_ptx", "grpo_verifier", "ppo_rm_verifier", "round 2 comparisons and RM", "ppo_r2", "evaluate",
+                  "frontier's 6 trainings",
                   "frontier's measurements", "plot"):
         assert f"-- {stage} took" in proc.stdout
     assert len(os.listdir(tmp_path / "plots")) == 7  # every figure plot.py draws: the tiny run has every stage
@@ -55,7 +56,8 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert len(os.listdir(f / "points")) == 1 + len(runs) + 1  # sft, each run's one snapshot, best-of-n: cached
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "rloo", "grpo", "dpo",
-                                    "best_of_2", "sft_good", "rft", "ppo_ptx", "ppo_r2"}
+                                    "best_of_2", "sft_good", "rft", "ppo_ptx", "grpo_verifier", "ppo_rm_verifier",
+                                    "ppo_r2"}
     # sft_good: the pretrained model on the ideal demonstrations; rft: SFT continued on the RM's picks of 8
     good, rft = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("sft_good", "rft"))
     assert good["config"]["data_dir"] == str(tmp_path / "data" / "good") and good["parent"] == str(tmp_path / "pretrain")
@@ -64,7 +66,8 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert len(picks) == 1000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
-                                                                  "ppo_r2", "sft_good", "rft"}
+                                                                  "grpo_verifier", "ppo_rm_verifier", "ppo_r2",
+                                                                  "sft_good", "rft"}
     # round 2 ranks the round-1 PPO policy's answers: sample.py gives the same answers again from ppo, not from sft
     data, r2 = tmp_path / "data", tmp_path / "samples_r2.jsonl"
     rows = [json.loads(line) for line in open(data / "round2" / "prefs_train.jsonl")]
@@ -90,7 +93,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     # --seed=3 is the world's seed and every stage's
     assert json.load(open(tmp_path / "data" / "meta.json"))["seed"] == 3 and res["settings"]["seed"] == 3
     for stage in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "dpo", "rloo", "grpo", "reward_r2", "ppo_r2",
-                  "sft_good", "rft"):
+                  "sft_good", "rft", "grpo_verifier", "ppo_rm_verifier"):
         assert torch.load(tmp_path / stage / "ckpt.pt", weights_only=False)["config"]["seed"] == 3, stage
 
 
