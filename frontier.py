@@ -37,7 +37,8 @@ Details:
     beta d), RL R(d) = d (alpha - beta log d) (their eqs. 1 and 2; dpo gets the RL form too, a choice: the paper has
     no DPO). Both are linear in (alpha, beta): least squares on the columns (d, -d^2) or (d, -d log d), R(0) = 0 by
     construction. R^2 = 1 - SS_res / SS_tot over the method's points. The fitted peak: d* = alpha / (2 beta) for
-    best-of-n, d* = exp(alpha / beta - 1) for RL (where beta > 0; none otherwise).
+    best-of-n, d* = exp(alpha / beta - 1) for RL, where beta > 0 and d* is within the measured points (none
+    otherwise: a curve still rising at its last point has no measured peak).
  7. Several RMs (--reward=A,B,...; run.sh --frontier trains proxy RMs on a quarter and a half of the comparisons
     beside the one on all of them): best-of-n against each, and each RL run grouped with the RM it was trained on.
     Gao et al. found alpha and beta moving smoothly (about logarithmically) with the proxy RM's size and data; the
@@ -110,8 +111,9 @@ def fit_gao(d, gain, form):
     ss_tot = float(((gain - gain.mean()) ** 2).sum())
     r2 = 1.0 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else None
     peak = None
-    if beta > 0:
+    if beta > 0:  # a peak past the last point is an extrapolation of the form, not a measurement: none
         peak = alpha / (2 * beta) if form == "bon" else math.exp(alpha / beta - 1)
+        peak = peak if peak <= d.max() else None
     return {"form": form, "alpha": float(alpha), "beta": float(beta), "r2": r2, "points": int(len(d)),
             "peak_d": peak, "peak_kl": None if peak is None else peak ** 2,
             "peak_gain": None if peak is None else float(gao_curve(form, alpha, beta, [peak])[0])}

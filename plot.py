@@ -378,11 +378,13 @@ def frontier(fr, to):
         r2 = "" if not fit or fit["r2"] is None else f" (fit R²={fit['r2']:.2f})"
         draw(axes[0], m, m.replace("best_of_n", "best-of-n (KL bound)") + r2, color(m))
     axes[0].set_title("every method against the same RM")
-    shades = ["#c6dbef", "#6baed6", "#08519c"]  # less data, lighter
+    shades = ["#08519c", "#6baed6", "#c6dbef", "#deebf7"]  # all the comparisons darkest, less data lighter
     rm_rows = fr.get("rm_data") or []
-    for i, r in enumerate(rm_rows):
-        c = shades[max(0, len(shades) - len(rm_rows) + i)] if len(rm_rows) <= len(shades) else None
-        tag = f"{r['comparisons']} comparisons" if r.get("comparisons") else os.path.basename(r["reward_model"])
+    by_data = sorted(range(len(rm_rows)), key=lambda i: -math.inf if i == 0 else -(rm_rows[i]["comparisons"] or 0))
+    for i, r in enumerate(rm_rows):  # the first is the runs' own RM, trained on all the comparisons
+        c = shades[by_data.index(i)] if len(rm_rows) <= len(shades) else None
+        tag = "all" if i == 0 else f"{r['comparisons']}" if r.get("comparisons") else os.path.basename(r["reward_model"])
+        tag += " comparisons"
         draw(axes[1], r["method"], f"best-of-n, RM on {tag}", c)
         if r["ppo_run"]:
             own = [p for p in pts if p.get("run") == r["ppo_run"]]
