@@ -59,8 +59,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from common import (LM_STAGES, ckpt_path, load_checkpoint, load_labeler, model_from_checkpoint, parse_config, read_jsonl,
-                    setup)
+from common import (LM_STAGES, ckpt_path, load_checkpoint, load_labeler, model_from_checkpoint, parse_config,
+                    read_jsonl, setup)
 from evaluate import (answer, check_labeler, check_prompt, fmt, gold_diff, kl_to_sft, row_name, training_sampling,
                       write_json)
 from reward import best_of_n, load_reward_model, score_sequences

@@ -383,7 +383,7 @@ def frontier(fr, to):
     by_data = sorted(range(len(rm_rows)), key=lambda i: -math.inf if i == 0 else -(rm_rows[i]["comparisons"] or 0))
     for i, r in enumerate(rm_rows):  # the first is the runs' own RM, trained on all the comparisons
         c = shades[by_data.index(i)] if len(rm_rows) <= len(shades) else None
-        tag = "all" if i == 0 else f"{r['comparisons']}" if r.get("comparisons") else os.path.basename(r["reward_model"])
+        tag = "all" if i == 0 else str(r["comparisons"] or os.path.basename(r["reward_model"]))
         tag += " comparisons"
         draw(axes[1], r["method"], f"best-of-n, RM on {tag}", c)
         if r["ppo_run"]:
