@@ -559,11 +559,14 @@ def fmt(x, spec=".3f"):
 
 
 def write_json(path, obj):
-    """Write atomically (a temporary file, then os.replace): a run killed while writing leaves the old file whole."""
+    """Write atomically (a temporary file, then os.replace): a run killed while writing leaves the old file whole.
+    The temporary file is this process's own, so two processes writing the same path (frontier.py's measuring
+    shares, 8) never replace each other's half-written file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 COMBINED = {  # (21) number -> (its title, the range it can take: its interval stays inside)
