@@ -168,7 +168,12 @@ def load_labeler(path, required=False):
     if not os.path.isfile(path):
         hint = "" if required else "; pass --labeler='' to run without the gold metric"
         raise SystemExit(f"labeler {path!r} not found (--labeler= names the dataset's labeler.py){hint}")
-    spec = importlib.util.spec_from_file_location("labeler", path)  # not put in sys.modules
+    return load_module(path, "labeler")
+
+
+def load_module(path, name):
+    """A Python file loaded as a module by its path (a labeler, ppo.py's verifier), not put in sys.modules."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -245,7 +245,8 @@ def main():
 
     if rms and cfg.best_of:  # (3) one set of SFT samples, each RM's pick
         tok = get_tokenizer(sft_ckpt["tokenizer"])
-        key = {"best_of": cfg.best_of, "rms": [key_of(r, load_checkpoint(r, stages=("reward",))) for r in rms],
+        rm_ckpts = {r: load_checkpoint(r, stages=("reward",)) for r in rms}  # each read once
+        key = {"best_of": cfg.best_of, "rms": [key_of(r, rm_ckpts[r]) for r in rms],
                **key_of(cfg.sft, sft_ckpt)}
 
         def candidates():
@@ -283,13 +284,9 @@ def main():
                 else:
                     by_method[method].append(point)
             assert origin_bon is not None
-            ck = load_checkpoint(path, stages=("reward",))
-            n_train = ck.get("train_comparisons")  # an RM from before reward.py kept it: count its data's lines
-            prefs = os.path.join(ck["config"].get("data_dir", ""), "prefs_train.jsonl")
-            if n_train is None and os.path.isfile(prefs):
-                n_train = sum(1 for line in open(prefs) if line.strip())
-            results["reward_models"][path] = {"val_accuracy": ck.get("val_accuracy"), "comparisons": n_train,
-                                              "method": method}
+            ck = rm_ckpts[path]
+            results["reward_models"][path] = {"val_accuracy": ck.get("val_accuracy"),
+                                              "comparisons": ck.get("train_comparisons"), "method": method}
 
     # (4) each point's gain over its method's origin, paired; (6) the fits
     results["fits"] = {}

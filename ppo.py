@@ -159,7 +159,6 @@ added to an RM's score), DeepSeekMath / DeepSeek-R1 (GRPO on rule-based rewards)
     of the batch's checkable answers.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -174,8 +173,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from common import (LM_STAGES, Logger, check_messages, cleanup, clip_and_step, configure_optimizer, get_lr,
-                    load_checkpoint, load_labeler, model_from_checkpoint, parse_config, read_jsonl, save_checkpoint,
-                    setup, source_of, unwrap, wrap)
+                    load_checkpoint, load_labeler, load_module, model_from_checkpoint, parse_config, read_jsonl,
+                    save_checkpoint, setup, source_of, unwrap, wrap)
 from model import GPT, GPTConfig
 from reward import load_reward_model
 from tokenizer import get_tokenizer
@@ -400,9 +399,7 @@ def load_rewards(spec):
     rm_path, verify = None, None
     for item in [s for s in spec.split(",") if s]:
         if item.endswith(".py") and os.path.isfile(item):
-            module_spec = importlib.util.spec_from_file_location("verifier", item)  # by path, as the labeler
-            module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            module = load_module(item, "verifier")  # by path, as the labeler
             if not callable(getattr(module, "verify", None)) or verify is not None:
                 raise SystemExit(f"--reward={spec}: {item} defines no verify(record, response) function; expected an "
                                  f"RM checkpoint (reward.py's out_dir or its ckpt.pt) and/or one verifier file")
