@@ -192,7 +192,7 @@ class Config:
     estimator: str = "gae"             # advantages: gae (PPO, with a value model; 7), rloo (16) or grpo (17)
     k: int = 4                         # rloo, grpo: answers sampled per prompt, >= 2 (15, 19); gae samples one
     group_std: bool = True             # grpo: divide by the group's score std (17); false: Dr. GRPO's advantage (18)
-    max_iters: int = 32                # rollout batches (iterations); the gold score stops moving by ~20 here
+    max_iters: int = 12                # rollout batches (iterations); the greedy gold stops moving by ~8 here
     batch_size: int = 64               # answers per rollout batch per process: one per prompt (gae), or k (15)
     minibatch_size: int = 16           # answers per PPO update (9)
     ppo_epochs: int = 0                # passes over each rollout batch (9); 0: 4 (gae, grpo), 1 (rloo: 16)
@@ -220,7 +220,7 @@ class Config:
     grad_clip: float = 1.0             # clip the global gradient norm of policy + value; 0 disables (11)
     log_interval: int = 1              # iterations between log lines
     sample_interval: int = 10          # iterations between two printed sample answers
-    ckpt_interval: int = 8             # iterations between checkpoints (and policy snapshots iter_N.pt)
+    ckpt_interval: int = 4             # iterations between checkpoints (and policy snapshots iter_N.pt)
     seed: int = 1337
     device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
     dtype: str = "auto"                # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo -> dpo -> evaluate -> plot
+#   prepare -> pretrain -> sft -> label -> reward -> ppo -> evaluate -> plot   (InstructGPT's, with best-of-8 beside)
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~12 minutes, 2 CPU cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (~15 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
-#   bash run.sh --full     # and the other rows, into the same results.json: sft_good (SFT on ideal demonstrations:
-#                          # what perfect demonstrators alone would do), rft (SFT continued on the RM's best of 8),
-#                          # ppo_ptx (PPO-ptx), rloo and grpo (critic-free RL), grpo_verifier and ppo_rm_verifier
-#                          # (RLVR: a verifier's reward, alone and beside the RM), ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both
-#                          # rounds, PPO again): about twice the time
+#   bash run.sh --full     # and the other rows, into the same results.json: dpo (the same comparisons, no RM),
+#                          # sft_good (SFT on ideal demonstrations: what perfect demonstrators alone would do), rft
+#                          # (SFT continued on the RM's best of 8), ppo_ptx (PPO-ptx), rloo and grpo (critic-free RL),
+#                          # grpo_verifier and ppo_rm_verifier (RLVR: a verifier's reward, alone and beside the RM),
+#                          # ppo_r2 (iterated RLHF: the PPO policy's answers ranked, an RM on both rounds, PPO again):
+#                          # about three times the time
 #   bash run.sh --frontier # and the gold-versus-KL frontier on this seed (frontier.py, out/frontier/): PPO, RLOO and
 #                          # GRPO at --betas=0,0.03,0.1,0.3, DPO at --dpo_betas=0.01,0.03,0.1,0.3, best-of-n to 64,
 #                          # proxy RMs on a quarter and a half of the comparisons with PPO against each (two jobs at
@@ -92,12 +93,13 @@ $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=
     | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
 took ppo
 
-stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
-$PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" | grep --line-buffered -E "^data|^dpo"
-took dpo
-
-POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/dpo REWARDS=$OUT/reward PREFS=""
+POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo REWARDS=$OUT/reward PREFS=""
 if [[ $FULL == 1 ]]; then
+    stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
+    $PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" \
+        | grep --line-buffered -E "^data|^dpo"
+    took dpo
+
     stage "sft_good: SFT on the same conversations, every answer the ideal one ($OUT/sft_good)"
     $PY sft.py --data_dir=$DATA/good --init_from=$OUT/pretrain --out_dir=$OUT/sft_good $S "${SFT[@]}" \
         | grep --line-buffered -E "val_loss|^data"
@@ -155,7 +157,7 @@ if [[ $FULL == 1 ]]; then
     $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward_r2 --out_dir=$OUT/ppo_r2 $S "${PPO[@]}" \
         | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
     took ppo_r2
-    POLICIES+=,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/grpo_verifier,$OUT/ppo_rm_verifier
+    POLICIES+=,$OUT/dpo,$OUT/sft_good,$OUT/rft,$OUT/ppo_ptx,$OUT/rloo,$OUT/grpo,$OUT/grpo_verifier,$OUT/ppo_rm_verifier
     POLICIES+=,$OUT/ppo_r2
     REWARDS+=,$OUT/reward_r2 PREFS=$R2/prefs_val.jsonl
 fi

@@ -20,8 +20,8 @@ Details implemented here:
  4. Sequences are padded on the right, one conversation per row, never packed: causal attention then never lets a
     token see another conversation or a pad (pads come after every real token of their row), so no mask is needed.
  5. Cosine decay with warmup (InstructGPT trained 16 epochs with cosine decay; our small model overfits sooner, so the
-    default is 3 epochs). Peak learning rate 1e-3, a third of pretraining's. At this rate SFT forgets much of what
-    only the corpus states (held-out knowledge questions: SFT 0.24-0.55 right, the few-shot prompted pretrained
+    default is 2 epochs, which keeps run.sh within 15 minutes: docs/experiments.md). Peak learning rate 1e-3, a
+    third of pretraining's. At this rate SFT forgets much of what only the corpus states (held-out knowledge questions: SFT 0.24-0.55 right, the few-shot prompted pretrained
     model 0.94-1.00). 3e-4 forgets less (0.57-0.69 on world v2.2's three seeds) but its samples at T = 1 are worse
     (world v2.3: the labeler's mean 0.45-0.49 against 0.53-0.54), and the reward model trained on their comparisons
     learned less (report card: lowercase constraint 0.84-0.89, two-part 0.51 on one seed, against >= 0.94 at
@@ -64,7 +64,7 @@ class Config:
     scratch: bool = False             # ablation: init_from's architecture with fresh random weights
     out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
-    epochs: float = 3.0               # passes over the demonstrations (5); a fraction stops mid-epoch
+    epochs: float = 2.0               # passes over the demonstrations (5); a fraction stops mid-epoch
     batch_size: int = 32              # conversations per micro-batch per process
     grad_accum: int = 1               # micro-batches per step per process (6)
     learning_rate: float = 1e-3       # peak learning rate (5)

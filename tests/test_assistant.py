@@ -271,6 +271,23 @@ def test_bad_input_to_the_labeler_names_the_family_and_the_field_and_label_py_th
     assert not (tmp_path / "prefs").exists()
 
 
+def test_label_py_keeps_each_distinct_answer_once_with_its_source_and_tokens(world, tmp_path):
+    r = next(r for r in read(world / "prompts_eval.jsonl") if r["family"] == "twopart")
+    ys = [r["ideal"], "Sure! " + r["ideal"], r["ideal"], "Sure! " + r["ideal"]]
+    ids = [[1, 2], [3], [1, 2], [4]]  # the 4th is the 2nd's text from other tokens: a distinct sample, kept
+    a = {**r, "responses": ys, "finished": [True, True, True, False], "response_ids": ids}
+    b = {**r, "responses": [r["ideal"]], "finished": [True], "response_ids": [[1, 2]]}  # the 1st again, in file b
+    fa, fb = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    fa.write_text(json.dumps(a) + "\n")
+    fb.write_text(json.dumps(b) + "\n")
+    run("data/assistant/label.py", f"--samples={fa},{fb}", f"--out_dir={tmp_path}", "--val_fraction=0",
+        "--noise=0")
+    (row,) = read(tmp_path / "prefs_train.jsonl")
+    assert row["responses"] == [ys[0], ys[1], ys[3]] and row["response_ids"] == [[1, 2], [3], [4]]
+    assert row["finished"] == [True, True, False] and row["sources"] == [str(fa)] * 3
+    assert len(row["ranks"]) == 3 and row["ranks"][0] < row["ranks"][1]
+
+
 def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world):
     evals = read(world / "prompts_eval.jsonl")
     for r in evals:

@@ -21,7 +21,8 @@ reward model never sees harmful help; and it pads most right answers, so on arit
 wrong, plain right ones are rare. The prompted pretrained model complies with every harmful request and seldom pads
 (evaluate.py's gpt_prompted row).
 
-Equal answers, or answers the labeler scores the same, are ties and make no pair. Training comparisons carry the
+An answer sampled twice for a prompt is kept once (a labeler ranks distinct answers; about a quarter of the SFT
+model's samples repeat one). Answers the labeler scores the same are ties and make no pair. Training comparisons carry the
 labeler's disagreement noise (--noise); the validation split is always ranked without noise, so held-out accuracy
 is measured against the labeler's true preference. Prompts whose answers all tie teach nothing and are left out
 (counted).
@@ -90,6 +91,16 @@ def main():
                 r[key] = [y for q in records for y in q[key]]
             else:
                 r.pop(key, None)
+        # a labeler shown the same answer twice ranks it once: only each distinct answer's first copy is kept (the
+        # sampled tokens decide where there are any), so repeats cost the RM and DPO no forward pass
+        seen, keep = set(), []
+        for i, y in enumerate(r.get("response_ids", r["responses"])):
+            if json.dumps(y) not in seen:
+                seen.add(json.dumps(y))
+                keep.append(i)
+        for key in ("responses", "finished", "response_ids", "sources"):
+            if key in r:
+                r[key] = [r[key][i] for i in keep]
         split = "val" if rng.random() < args.val_fraction else "train"
         ranks = labeler.rank(r, r["responses"], noise=args.noise if split == "train" else 0.0, rng=rng)
         if len(set(ranks)) < 2:
