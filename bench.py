@@ -9,17 +9,8 @@ Throughput of a training step and of generation, and MFU on a GPU.
 The model is randomly initialised (speed does not depend on the weights); the defaults are the GPT-2 124M shape at its
 context of 1024, which on a CPU is slow for the training step: pass a small shape there (second line).
 
-Measured (median of 10 steps; generation greedy, 32-token prompt + 256 new tokens, tokens equal to naive in fp32):
-    H100 80GB SXM, torch 2.11, bf16, GPT-2 124M shape, block 1024:
-        training step   --compile --batch_size=32: 457k tokens/s, MFU 39.5%  (64: 468k, 40.4%; 16 x 2: 36.9%;
-                        8 x 4: 33.9%); uncompiled --batch_size=32: 315k tokens/s, MFU 27.2%
-                        gpt2-medium --compile --batch_size=16: 171k tokens/s, MFU 41.9%
-        generation      batch 1: KV cache 1,199 tokens/s vs naive 267 (4.5x); batch 32: 31.0k vs 8.0k (3.9x);
-                        batch 1 with 992 new tokens: 739 vs 18 tokens/s (41x)
-    2-core CPU shared with other jobs, float32:
-        generation      GPT-2 124M, batch 1: KV cache 8.1 tokens/s vs naive 0.61 (13x)
-        training step   pretrain.py's 0.87M model, 16 x 128, OMP_NUM_THREADS=1: 8.2k tokens/s (250 ms/step); two
-                        threads on cores another process also uses drop to 0.8k tokens/s: give a busy CPU one thread
+Measured results, with their commands: docs/reference.md, "Performance". A busy CPU: give it one thread
+(OMP_NUM_THREADS=1), as threads on cores another process also uses slow the step down.
 
 Details implemented here:
  1. A training step is what pretrain.py does: grad_accum micro-batches of batch_size x block_size tokens through

@@ -10,28 +10,19 @@ model acts as an implicit reward, trained with the Bradley-Terry loss the RM use
 
     from dpo import dpo_loss                           # the pure loss, on (B,) sequence log-probs
 
-Details implemented here:
- 1. Pairs, grouped by comparison: every untied pair (w ranked better than l) of each K-way comparison (one
-    record of prefs_train.jsonl: a prompt and its K ranked answers, DESIGN.md's format, the file reward.py trains
-    on), each distinct pair of answers once; ties make no pair (SFT repeats its likeliest answers, and a labeler
-    shown the same answer twice ranks it once). As in InstructGPT's RM (sec. 3.5) and reward.py (2), all the pairs of
-    a comparison go in one batch element: a step is batch_size comparisons, each one's distinct answers in one
-    forward pass, its loss the mean over its pairs, the step's the mean over comparisons, so that DPO and the RM
-    weigh the same data alike (a prompt labeled twice, as the world's labeling prompts can be, counts twice in
-    both). Shuffled pairs would weigh a comparison by its number of distinct pairs (1 to 36 here) and, InstructGPT
-    found, overfit in one pass; here they moved the policy much further from SFT for a lower gold
-    score on every seed (docs/experiments.md "RL correctness pass 2"). An answer is the tokens the policy sampled
-    when the record has them ("response_ids", which sample.py --prompts writes and label.py keeps), else its text
-    encoded: decoding is lossy (a sampled special token prints as its name and re-encodes as plain characters, a
-    byte sequence that is not UTF-8 as U+FFFD, a BPE token sequence re-encodes to another), so the text alone could
-    train on sequences the policy never produced.
+Details, numbered where the code implements them; evidence: docs/experiments.md; details at length: docs/reference.md.
+ 1. Pairs, grouped by comparison (InstructGPT's RM, sec. 3.5, as reward.py (2)): every untied pair (w ranked better
+    than l) of each K-way comparison in prefs_train.jsonl, each distinct pair once (ties make no pair); a step is
+    batch_size comparisons, each one's distinct answers in one forward pass, its loss the mean over its pairs, so DPO
+    and the RM weigh the same data alike. Shuffled pairs would weigh a comparison by its number of pairs (1 to 36 at
+    K = 9) and overfit (InstructGPT). An answer is the tokens the policy sampled ("response_ids") when the record has
+    them, else its text encoded: decoding is lossy, so the text alone could train on sequences never sampled.
  2. Loss (DPO eq. 7): -log sigmoid(beta * [(log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l))]),
     beta = 0.1, averaged as (1) says. The implicit rewards beta * (log pi - log pi_ref) of the chosen and rejected
     answers are logged: their margin and how often the chosen one is higher (accuracy). --label_smoothing=eps is
     conservative DPO (Mitchell 2023, as TRL's label_smoothing): each label is taken as flipped with probability eps,
-    -(1 - eps) log sigmoid(h) - eps log sigmoid(-h). 0 by default: with eps = 0.1, the labeler's noise rate, the
-    greedy answers did not change (docs/experiments.md). Per pair d loss / d h = sigmoid(h) - (1 - eps): near h = 0
-    it is DPO's step times 1 - 2 eps, and it differs in kind only where sigmoid(h) nears 1 - eps.
+    -(1 - eps) log sigmoid(h) - eps log sigmoid(-h); 0 by default: at eps = 0.1, the labeler's noise rate, the
+    greedy answers hardly changed.
  3. Sequence log-probs are sums over the response tokens only (the answer's content and its closing <|end|> when
     it finished), never the prompt or a pad: the prompt's log-prob is the same under both answers and cancels in
     the loss only if it is left out of both.
@@ -42,9 +33,7 @@ Details implemented here:
     the weights, the optimizer, the RNG state and the step: --resume after a kill continues exactly where the last
     checkpoint stopped, mid-epoch too (the same weights, bit for bit). DDP shards each global batch by rank.
  8. Learning rate 1e-5 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). Too high, the policy loses both
-    answers of its pairs, not only the worse one: on world v2's seed-0 comparisons (K = 6, 3830 pairs, 119 steps)
-    lr 3e-5 reached KL 3.4 nats and answered 82% of harmful requests (gold 0.479 -> 0.389); 1e-5 kept KL 0.38 and
-    won 0.615 against SFT (docs/experiments.md). On world v1's fewer pairs 1e-4 had done the same and 3e-5 had not.
+    answers of its pairs, not only the worse one: it drifts far from SFT and starts answering harmful requests.
 """
 
 import json
@@ -69,7 +58,7 @@ class Config:
     out_dir: str = "out/dpo"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
     beta: float = 0.1                 # (2) DPO's temperature: higher keeps the policy nearer the reference
-    epochs: int = 1                   # passes over the pairs (a second one doubled the drift here: README)
+    epochs: int = 1                   # passes over the comparisons (a second one drifts further, for a worse policy)
     batch_size: int = 8               # comparisons (prompts) per step per process, each with all its pairs (1)
     label_smoothing: float = 0.0      # conservative DPO: the chance a label is flipped (2)
     learning_rate: float = 1e-5       # peak learning rate (8)

@@ -1,140 +1,61 @@
 """
-Compare policies on held-out prompts by the labeler's gold score, the measure no training stage ever sees.
+Compare policies on held-out prompts by the labeler's gold score, the measure no training stage ever sees: a table on
+stdout, and every number in out_dir/results.json.
 
     python evaluate.py --policies=out/pretrain,out/sft              # table on stdout, numbers in out/eval/results.json
     python evaluate.py --policies=out/pretrain,out/sft,out/ppo,out/dpo --reward=out/reward --snapshots=out/ppo
     python evaluate.py --policies=out/sft,out/sft_scratch --out_dir=out/eval_ablation
     python evaluate.py --combine=out/eval,out/seed_1/eval,out/seed_2/eval --out_dir=out/eval_seeds  # over seeds (21)
 
-Details implemented here:
- 1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), generated in batches through the same
-    KV-cache path as sample.py --chat (common.generate_batched), with fixed, printed sampling settings.
- 2. A chat model (sft, ppo, dpo) gets the prompt in the chat format and answers until <|end|>. The pretrained model
-    (stage pretrain) gets the bare prompt as GPT-3 did: the turns' text joined by spaces; its answer is what it
-    writes next, up to <|endoftext|> or the length limit.
- 3. The labeler (--labeler, data/assistant/labeler.py by default: the hidden human) judges each answer once,
-    judge(record, answer) -> (score, reasons); the table gives the mean score per instruction family and overall,
-    and the "ideal" row scores the data's reference answers (the best achievable). A labeler that gives no reasons
-    (no judge, applies and AXES) stops the run at start-up, before any model is loaded.
- 4. With --reward: each policy's mean RM score; the RM's held-out accuracy (from its checkpoint) and its report
-    card (12); and, on the best-of-N candidates (9: N samples of the SFT policy per prompt, temperature 1), the
-    Spearman rank correlation of RM score and gold score within each prompt (what PPO and best-of-n rely on) and
-    across all answers (RM scores need not be comparable across prompts).
- 5. Win rate against the SFT policy, prompt by prompt on the gold score: wins W, ties T and losses L of n prompts,
-    the win rate (W + T/2) / n, the mean of per-prompt outcomes in {0, 1/2, 1}, with Tango's score interval (Tango
-    1998, "Equivalence test and confidence interval for the difference in proportions for the paired-sample
-    design"; Wilson's idea for a three-valued outcome). The win rate is (1 + delta) / 2 with delta = P(win) -
-    P(loss); the interval holds every delta whose score statistic (W - L - n delta) / sqrt(n (2 q + delta (1 -
-    delta))), q the maximum-likelihood P(loss) given delta, is within +-1.96. Why this one: the number of ties is
-    random and the statistic's variance counts it (the earlier interval, Clopper-Pearson on the decisive prompts
-    mapped with the observed tie share, took it as fixed: exact coverage 0.866, 0.864, 0.618, 0.359 at win/tie/loss
-    probabilities 0.83/0.14/0.03, 0.42/0.53/0.05, 0.01/0.26/0.73, 0.5/0.5/0, n = 240); and the variance is the one
-    at the delta tested, not the observed one, so the interval keeps its width where a normal or percentile
-    bootstrap interval collapses: with no losses, near 0 or 1, and when every prompt ties (50 of 50: 0.5 +- 0.036,
-    Wilson's bound z^2 / (n + z^2) on delta). Exact coverage (each outcome's multinomial probability summed) at the
-    four regimes: 0.950, 0.950, 0.949, 0.955 (n = 240), 0.961, 0.947, 0.970, 0.957 (n = 30); its least on a grid
-    of win and loss probabilities in steps of 0.05 is 0.943 (n = 240) and 0.930 (n = 30). tests/test_evaluate.py
-    simulates it. No resampling: nothing to seed, no resample count. "Better than SFT" stays the exact two-sided
-    sign test on the decisive prompts (sign_test_p): the interval holds its level over repeated experiments, the
-    sign test is exact and a little conservative, and near 0.5 with few decisive prompts they can differ (8 W / 2
-    L / 230 T: interval [0.4995, 0.5286], sign test p = 0.11).
- 6. KL to SFT: t1_samples answers per prompt sampled from the policy at its training temperature T (a PPO
-    checkpoint's config, with its length limit; 1 for every other stage), the sum over each one's tokens of log pi
-    - log pi_sft, both from logits / T (the k1 estimate of KL per answer: PPO's penalty, where it was paid; the HH
-    preset trains at T = 0.7), averaged over the answers; results.json names T (kl_temperature), the table prints
-    it after the KL ("1.20@0.7") where it is not 1. The T = 1 samples (the same ones
-    when T = 1) give the win rate at T = 1 beside the greedy one (the DPO paper's Figure 2 reports
-    win rate by temperature): a policy's j-th sample for a prompt against SFT's j-th sample for it. SFT's samples
-    are drawn once, with a generator seeded seed + 1, every policy's with seed: on the same seed and batch order,
-    a policy that agrees with SFT would give the very same draws (the SFT row at T = 1 is then SFT against an
-    independent draw of itself, about 0.5, not 0.5 by construction). A prompt's samples share the prompt, so they
-    are not independent: the interval is (5)'s on the counts divided by the design effect (Rao and Scott 1992, "A
-    simple method for the analysis of clustered binary data"), the variance of the mean of the per-prompt means
-    over the variance as if all n * t1_samples outcomes were independent, kept within [1, t1_samples] (t1_samples
-    when nothing varies). Simulated, 2 samples per prompt whose win/tie/loss probabilities vary between prompts
-    (Dirichlet around the regimes of (5)): coverage 0.95-0.96, against 0.87 for (5) on the pooled samples.
-    results.json has the counts as wins_t1, ties_t1, losses_t1. Mean answer length in characters.
- 7. Rows are named as in InstructGPT's figure 1: gpt (the pretrained model), gpt_prompted, sft, ppo (ppo_ptx when
-    trained with --ptx_coef), dpo, and best_of_N; rloo and grpo for ppo.py's critic-free estimators.
- 8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3's in-context learning): up to few_shot
-    demonstrations (the first single-turn ones of distinct families in sft_train.jsonl) written as prose, the way
-    the corpus writes conversations (Mia asked Tom, "..." Tom said, "..."), as many as fit in the context; then
-    the prompt in the same prose, and the answer is what the model writes inside Tom's opening quote.
- 9. best_of_N (with --reward): the RM's favourite of N answers of the SFT policy sampled at T = 1 (WebGPT;
-    reward.best_of_n). Its KL to SFT is given as log N - (N - 1) / N (Stiennon et al. 2020), which is an upper bound
-    (Beirami et al. 2024, "Theoretical guarantees on the best-of-n alignment policy"), exact only when no two of the
-    N samples can coincide; where a prompt's samples repeat (short answers do), the actual KL is smaller. Hence
-    "<=" in the kl column and kl_is_upper_bound in results.json. From the same candidates, best-of-n for
-    n = 1, 2, 4, ..., N (the first n of a prompt's N are n independent samples): gold and RM score against that
-    KL bound, the best-of-n over-optimisation curve of Gao et al. 2022.
-10. --snapshots=DIR: reward over-optimisation (Gao et al. 2022): gold and RM score of the greedy answers of each
-    PPO snapshot DIR/iter_*.pt against its KL to SFT. PPO's reward is the RM; the gold score is what it stands for.
-    The KL here is from one T = 1 sample per prompt (cheaper, and noisier than the rows' t1_samples).
-11. InstructGPT's Figure 4 in miniature: for each failure the labeler recognises (labeler.AXES: ignores the system
-    message's constraint, helps with a harmful request, makes up an answer, ...), its rate among the prompts where
-    it can occur (labeler.applies(record)), from the reasons judge gives for each policy's greedy answers. Beside it,
-    the same rates on turn 1 against turns 3-5 of a conversation (prompt_turn), and the rate of helping with a
-    harmful request under a system message: an assistant keeps its context and its safety across turns, and a rule
-    on form ("answer in lowercase") never licenses harm (InstructGPT, ChatGPT).
-12. With --reward, the RM's report card (RewardBench, Lambert et al. 2024): controlled pairs from prompts_eval.jsonl,
-    a prompt's ideal answer against the same answer with exactly one thing the labeler dislikes
-    (record["edits"][axis]), both scored as finished answers; the accuracy per axis is the share of pairs where the
-    RM scores the ideal higher (a tie counts half). The "wrong" axis is also split by record["held_out"]: facts
-    held out of all chat training against facts the SFT model was trained on (can the RM judge correctness where
-    the policy knows the answer?). A second column scores the same ideals against forms no training data contains
-    (19).
-13. The alignment tax (InstructGPT section 4.2, "Results on public NLP datasets": its PPO models regressed on
-    SQuAD, DROP, HellaSwag and WMT against GPT-3, and PPO-ptx paid less), measured for every row on the pretraining
-    distribution without the chat format. First corpus_val_loss: the mean next-token loss in nats per token (per
-    byte for the bytes tokenizer) on the first corpus_windows non-overlapping windows of val.bin (read by
-    pretrain.load_tokens), each the model's whole context of inputs and their next tokens: pretrain.py's loss on
-    fixed windows instead of random ones, the same for every policy (256 of them). Rows that share weights
-    (gpt_prompted: gpt's; best_of_N: sft's) are measured once and marked same_weights_as.
-14. A cloze of the corpus's facts in the spirit of HellaSwag (Zellers et al. 2019), scored as GPT-3 scored it, by
-    each candidate ending's log-likelihood: every fact a prompt file (eval, rl, label) states in an answer ("The
-    vorpel eats fish.", a sentence the corpus writes: prepare.py's fact_sentence), held out when its record is (the
-    held-out facts that eval's knowledge prompts ask), trained otherwise. The candidates are the values the prompt
-    files state in the same frame ("The _ eats _."): the attribute's 8 values, fewer only if no animal has one. The
-    model reads <|endoftext|> and the sentence up to the value, and is right when the value and the sentence's end
-    have the highest summed log-prob; a tie for the top counts 1/k among k. Not normalised by length (GPT-3 divides
-    by the tokens of HellaSwag's many-word endings): one word fills one slot, the sum is the probability of writing
-    it, and past its first bytes the rest are nearly free, so a per-byte mean would favour long values. Chance is
-    the mean of 1/candidates (1/8). ~1 s per policy.
-15. Several RMs (--reward=A,B: iterated RLHF's rounds, run.sh --full): A scores the policies (4, 9, 10); each gets
-    its report card (12) and, on each --prefs file (a later round's held-out comparisons: is the older RM blind to
-    what the newer policy does?), its pairwise accuracy, under results["reward_models"][path].
-16. The gold difference to SFT, paired on the prompts (gold_diff_vs_sft): the mean over prompts of the policy's
-    gold minus SFT's on the same prompt, with Student's t interval over the n per-prompt differences (t's 0.975
-    quantile by Cornish-Fisher, Abramowitz and Stegun 26.7.5, within 1e-3 of the table for 4 or more degrees of
-    freedom). The differences are bounded, so t is near its level (simulated, n = 240: 0.945-0.952 for mixes of
-    zeros and differences of both signs; least where a few prompts all differ one way, 0.93 when 3% differ by
-    +0.5). When every difference is the same (no prompt's gold differs) t's interval would have no width: it is
-    then +-z^2 / (n + z^2), Wilson's bound on the share of prompts that could differ unseen, the most a difference
-    in [-1, 1] per prompt could move the mean by.
-17. sft_rewrite (issue 29): SFT's greedy answers, not generated again, passed through the labeler's rewrite(text)
-    when it has one: the dataset's fixed string rule that rewrites the dominant mediocre forms ("Sure! " and the
-    like). It says what one string rule buys: the gain of a policy over it is what a rule that knows the world's
-    strings cannot fake. SFT's weights (same_weights_as "sft", like best_of_N); its win rate and gold difference
-    against SFT, its RM score; no KL and no T = 1 win rate (it is a rule applied to SFT's greedy answers, not a
-    distribution to sample: "-"). A labeler without rewrite: no row.
-18. Paired comparisons between policies (results["paired"], a small table): a against b on the same prompts with
-    (5)'s win rate, interval and sign test and (16)'s gold difference, for every row against sft_rewrite (when
-    there is one), and every other RL, DPO, best-of-N or fine-tuned row (ppo_ptx, rloo, grpo, ppo_r2, dpo,
-    best_of_N, sft_good, rft) against ppo (when there is one), and a second run of one method (named by its run
-    directory, as out/rloo_paper beside out/rloo) against the first. A policy's interval against SFT says nothing
-    about two policies' difference: they share the prompts, and the paired test uses that.
-19. The report card's held-out column (issue 29): a record's "edits_held_out" {axis: the ideal with one flaw
-    written in a form that no demonstration or comparison contains} scored like "edits" (12). An RM that scores the
-    world's forms and not these learned the strings, not the axis. results.json reward_models[path] gains
-    axes_held_out and axes_held_out_pairs (None when no record has edits_held_out), printed beside the world's
-    forms.
-20. What the gain is made of: each row but sft against SFT's greedy answers, per axis of labeler.AXES, on
-    the prompts where only one of the two answers has it: wins (only SFT's), losses (only the row's), and the gold
-    difference summed over those prompts (gain_by_axis in results.json; a prompt can differ on several axes).
-21. --combine=DIR,DIR,...: one seed is a hypothesis; the headline is the mean over seeds (run.sh --seed=N) with an
-    interval that includes the between-seed variance, mean +- t975(n - 1) sd / sqrt(n) over the per-seed values of
-    gold, gold - sft (16) and the win rates against sft and sft_rewrite, for each row in every DIR/results.json.
-    Loads no model; writes out_dir/combined.json.
+Details, numbered where the code implements them; evidence: docs/experiments.md; details at length: docs/reference.md.
+ 1. One greedy answer per prompt of prompts_eval.jsonl (never trained on), through common.generate_batched, the KV-cache
+    path of sample.py --chat, with fixed, printed settings.
+ 2. A chat model gets the chat format and answers until <|end|>; the pretrained model (stage pretrain) gets the bare
+    prompt, the turns' text joined by spaces, as GPT-3 did, and answers until <|endoftext|> or the length limit.
+ 3. The labeler (--labeler: the hidden human) judges each answer once, judge(record, answer) -> (score, reasons): mean
+    score per family and overall; "ideal" scores the reference answers. A labeler without reasons stops the run.
+ 4. With --reward: each policy's mean RM score, the RM's held-out accuracy and report card (12), and on the best-of-N
+    candidates (9) the Spearman correlation of RM and gold score within each prompt and across all answers.
+ 5. Win rate against SFT on the gold score, prompt by prompt: (W + T/2) / n with Tango's score interval (Tango 1998),
+    whose variance counts the ties and is taken at the delta tested, so it keeps its width near 0, 1 and all-ties.
+    "Better than SFT" is the exact two-sided sign test on the decisive prompts (sign_test_p).
+ 6. KL to SFT: t1_samples answers per prompt from the policy at its training temperature T (a PPO checkpoint's, with
+    its length limit; else 1), the k1 estimate sum_t log pi - log pi_sft, both from logits / T: PPO's penalty where
+    it was paid. The T = 1 samples also give a win rate at T = 1 (the DPO paper's fig. 2), j-th sample against SFT's
+    j-th (drawn on another seed), its interval (5)'s with the counts divided by the design effect (Rao and Scott
+    1992), since a prompt's samples are not independent.
+ 7. Rows named as InstructGPT's figure 1: gpt, gpt_prompted, sft, ppo (ppo_ptx), dpo, best_of_N; rloo and grpo.
+ 8. gpt_prompted: the pretrained model behind a few-shot prefix (GPT-3): up to few_shot demonstrations written as the
+    corpus writes conversations (Mia asked Tom, "..." Tom said, "..."); the answer is what it writes inside the quote.
+ 9. best_of_N (with --reward): the RM's favourite of N SFT samples at T = 1 (WebGPT). Its KL, log N - (N - 1) / N
+    (Stiennon et al. 2020), is an upper bound (Beirami et al. 2024): "<=". From the same candidates, best-of-n for
+    n = 1, 2, 4, ..., N: gold and RM score against that bound, Gao et al. 2022's over-optimisation curve.
+10. --snapshots=DIR: gold and RM score of each PPO snapshot DIR/iter_*.pt against its KL to SFT (Gao et al. 2022),
+    the KL from one T = 1 sample per prompt.
+11. InstructGPT's Figure 4 in miniature: each failure of labeler.AXES, its rate where it can occur
+    (labeler.applies); also on turn 1 against turns 3-5, and helping with harm under a system message.
+12. The RM's report card (RewardBench, Lambert et al. 2024): each prompt's ideal answer against the same answer with
+    one flaw (record["edits"][axis]); accuracy per axis, ties half; "wrong" also split into held-out and trained facts.
+13. The alignment tax (InstructGPT sec. 4.2), on the pretraining distribution without the chat format: corpus_val_loss,
+    pretrain.py's loss on the first corpus_windows non-overlapping windows of val.bin, each a whole context, and the
+    cloze (14). Rows that share weights (gpt_prompted, best_of_N) are measured once (same_weights_as).
+14. A cloze of the corpus's facts (after HellaSwag, Zellers et al. 2019), scored as GPT-3 scored it, by each
+    candidate value's summed log-prob, not normalised by length (one word fills one slot); ties count 1/k.
+15. Several RMs (--reward=A,B: iterated RLHF's rounds): A scores the policies (4, 9, 10); each gets a report card
+    (12) and its pairwise accuracy on each --prefs file, under results["reward_models"].
+16. gold_diff_vs_sft: the mean over prompts of the policy's gold minus SFT's, with Student's t interval (t's quantile
+    by Cornish-Fisher, Abramowitz and Stegun 26.7.5); +-z^2 / (n + z^2) (Wilson's bound) when all differences are equal.
+17. sft_rewrite: SFT's greedy answers through the labeler's rewrite(text), a fixed string rule on the dominant
+    mediocre forms: what a rule that knows the world's strings buys. SFT's weights; no KL, no T = 1 win rate.
+18. results["paired"]: a against b on the same prompts with (5)'s win rate and sign test and (16)'s difference: every
+    row against sft_rewrite, the other RL, DPO, best-of-N and fine-tuned rows against ppo, a second run of a method
+    against the first: the paired test uses the shared prompts, which two intervals against SFT do not.
+19. The report card's held-out column: "edits_held_out", the flaw in a form no training data contains, scored as (12):
+    an RM that scores the world's forms and not these learned the strings, not the axis.
+20. What the gain is made of: each row against SFT's greedy answers, per axis, on the prompts where only one of the
+    two answers has it: wins, losses and the summed gold difference (gain_by_axis).
+21. --combine=DIR,DIR,...: the mean over seeds, mean +- t975(n - 1) sd / sqrt(n) over each seed's gold, gold - sft
+    (16) and win rates against sft and sft_rewrite, within the range each can take. Loads no model.
 """
 
 import glob
@@ -172,7 +93,7 @@ class Config:
     out_dir: str = "out/eval"                # results.json goes here (combined.json with --combine)
     combine: str = ""                         # eval out_dirs of 2+ seeds, comma-separated: their mean (21), no model
     max_new_tokens: int = 64                 # answer length limit
-    batch_size: int = 64                     # prompts per generation batch
+    batch_size: int = 256                    # prompts per generation batch
     seed: int = 1337
     device: str = "auto"
     dtype: str = "auto"

@@ -1,8 +1,7 @@
 """
-PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts, the frozen reward model scores the
-answers, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model.
-On the same rollouts, two critic-free estimators replace PPO's value model with the other answers to the same prompt:
-RLOO and GRPO (15-19).
+PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts, the frozen reward model (RM) scores
+them, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model. RLOO and
+GRPO replace the value model with the other answers to the same prompt (15-19); a verifier can join the RM (21).
 
     python ppo.py                                   # out/sft + out/reward -> out/ppo (~3 minutes on 2 CPU cores)
     python ppo.py --estimator=rloo --out_dir=out/rloo    # RLOO: 16 prompts x 4 answers an iteration, no value model
@@ -15,148 +14,50 @@ RLOO and GRPO (15-19).
     python ppo.py --vf_warmup=0                     # no value warmup: the critic starts as the RM (20)
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
+    from ppo import compute_gae, masked_whiten, policy_loss, value_loss, rloo_advantages, grpo_advantages, kl_k3
 
-    from ppo import compute_gae, masked_whiten, policy_loss, value_loss   # pure functions on (B, T) tensors
-    from ppo import rloo_advantages, grpo_advantages, kl_k3                # ... and on (B,) groups of k answers
-
-Details implemented here, numbered where the code implements them. Sources: InstructGPT (Ouyang et al. 2022, eq. 2
-and appendix C.4), Ziegler et al. 2019 ("Fine-tuning language models from human preferences"), PPO (Schulman et al.
-2017), GAE (Schulman et al. 2016), and "The N+ implementation details of RLHF with PPO" (Huang et al. 2024, "N+").
- 1. Four models: the policy and a frozen reference, both the SFT model; the frozen RM; a value model initialised
-    from the RM (InstructGPT C.4; N+). Dropout is off in all four, in rollouts and in updates: with dropout the
-    recomputed log-probs are noise and the ratio of the first minibatch is not 1 (N+).
- 2. Rollouts: a batch of prompts from prompts_rl.jsonl, left-padded (position ids count from each row's first real
-    token, model.py), sampled by the KV-cache generator at temperature T with no top-k / top-p: the samples must
-    come from the distribution whose log-probs PPO uses (N+). Up to max_new_tokens, stopping at <|end|>.
- 3. Log-probs of the policy and the reference are recomputed by one forward pass over prompt + response with the
-    logits divided by T (N+), on exactly the generated tokens. The response mask keeps the tokens up to and
-    including the first <|end|>; pads after it are masked everywhere below.
- 4. Score: the RM at the last real token (the <|end|>, or the last token of a cut answer), already normalised by
-    reward.py (std 1 on the SFT policy's fresh answers to RL prompts, as lm-human-preferences and N+; demonstrations'
-    mean 0, as InstructGPT); minus missing_eos_penalty when the answer reached the length limit without <|end|>
-    (N+: the "EOS trick").
- 5. Per-token reward: -beta * (log pi(y_t) - log pi_ref(y_t)) on every response token, plus the score on the last
-    one (Ziegler et al.; InstructGPT eq. 2). Logged: the KL per answer with the k1 estimator (sum of log-ratios)
-    and the k3 one (sum of r - 1 - log r, r = pi_ref / pi, never negative; Schulman 2020 "Approximating KL").
- 6. beta fixed (see 14), or with --target_kl the adaptive controller of Ziegler et al. 2019 (sec. 2.2; their
-    lm-human-preferences code): after every iteration, e = clip(KL / target - 1, -0.2, 0.2) on the batch's mean KL
-    per answer and beta <- beta * (1 + e * n / horizon). Deviation: n and the horizon count iterations (n = 1), not
-    answers. Their horizon of 10000 answers was ~20 of their 512-answer batches and 1/100 of a 1M-answer run (beta
-    moved up to 1% a batch); against this project's 64 answers an iteration and ~2000 a run it moves beta by at most
-    0.13% an iteration, 4% a run: nothing. kl_horizon = 2 iterations: up to 10% an iteration, x2.6 in 10.
-    Measured on world v2's first RM (not yet scaled to std 1), from beta 0.3 (32 iterations): the KL follows beta slowly
-    (it is 0 until the policy has moved, which first drives beta down, and a policy that has drifted comes back only at
-    the pace of its learning rate), so the KL overshoots before it is held. --target_kl=1: KL ~2 in iterations 7-19
-    while beta rose 0.22 -> 0.91, then KL 0.65-1.44 (mean 0.94) over the last 10 with beta 1.1-1.5 (fixed beta 0.3: KL
-    1.1-1.9 and rising). --target_kl=2: beta fell to 0.13 by iteration 11, the KL rose to 3-3.5, and beta 0.75 by
-    iteration 32 had not brought it back (mean 3.1 over the last 10): a target far from where the start beta keeps the
-    KL needs a start beta near the one that holds it, or more iterations.
- 7. Values V(x, y_<t) from the value model at the state before each response token. GAE (gamma 1) over the real
-    response tokens, with V = 0 after the last one; returns = advantages + values. Deviation: lambda 1 (Monte-Carlo
-    returns: a token's advantage is the answer's whole reward-to-go minus its value), not the 0.95 of N+ and
-    lm-human-preferences. The critic starts as the RM, whose scores of answer prefixes are noise (seed 1: "S" -0.92,
-    "N" +0.62, the first bytes of "Sorry, ..." and "No. ..."), and with lambda 0.95 over ~25 tokens the first token's
-    advantage is mostly those early temporal differences (the final score reaches it weighted 0.95^25 = 0.28): PPO
-    kept curt refusals on two seeds of three although the RM prefers polite ones by >1 std. Measured on 3 seeds
-    (docs/experiments.md): curt 1.00/1.00/0.03 -> 0.03/0.46/0.00, gold 0.642 -> 0.663 on average; the critic explains
-    less of the return's variance (0.60 -> 0.50 on average), as Monte-Carlo targets are noisier. With lambda 1 the
-    value at the prompt, V(x), is each answer's whole baseline: (20) fits it before the policy moves.
+Details, numbered where the code implements them; evidence: docs/experiments.md; details at length: docs/reference.md.
+Sources: InstructGPT (Ouyang et al. 2022), Ziegler et al. 2019, PPO and GAE (Schulman et al. 2017, 2016), N+ (Huang et
+al. 2024, "The N+ implementation details of RLHF with PPO"), RLOO (Ahmadian et al. 2024), GRPO (Shao et al. 2024).
+ 1. Four models: policy and frozen reference (the SFT model), the frozen RM, and a value model that starts as the RM,
+    trunk and head as reward.py saved them, read at every position (InstructGPT C.4; N+). Dropout off in all (N+).
+ 2. Rollouts: prompts_rl.jsonl, left-padded, sampled at temperature T, no top-k / top-p (N+: the sampler's log-probs).
+ 3. Log-probs of policy and reference in one forward pass with logits / T (N+), on the answer up to its first <|end|>.
+ 4. Score: the RM at the answer's last real token, normalised by reward.py (4): scaled so that the SFT policy's fresh
+    answers to RL prompts have std 1, shifted so that the demonstrations score 0 on average; minus missing_eos_penalty
+    for an answer cut by the length limit without <|end|> (N+'s "EOS trick").
+ 5. Reward of answer token t: -beta * (log pi(y_t) - log pi_ref(y_t)) (the KL penalty, on every answer token), plus
+    the score (4) on the last (Ziegler et al.; InstructGPT eq. 2): the KL is in the reward, per token; KL per answer
+    logged as k1 and k3.
+ 6. beta fixed (14), or with --target_kl Ziegler et al.'s controller: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) /
+    kl_horizon each iteration. Deviation: a horizon in iterations, not answers (theirs would not move beta here).
+ 7. GAE (gamma 1) on V(x, y_<t) before each answer token, V = 0 after the last. Deviation: lambda 1, not N+'s 0.95:
+    the critic starts as the RM, whose scores of answer prefixes are noise that lambda < 1 puts into the advantages.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
- 9. ppo_epochs (4; rloo 1: 16) passes over the rollout batch in shuffled minibatches. Old log-probs and values
-    are those of the rollout, so the first minibatch of a batch has ratio exactly 1 (logged as ratio_first; a
-    check from N+).
+ 9. ppo_epochs passes (4; rloo 1) in shuffled minibatches; the first one's ratio is exactly 1 (ratio_first; N+).
 10. Clipped surrogate (clip 0.2; PPO eq. 7), averaged over the minibatch's real tokens.
-11. Clipped value loss (clip 0.2; N+, as OpenAI's lm-human-preferences), times vf_coef; policy and value share one
-    AdamW and one global gradient-norm clip.
-12. PPO-ptx (InstructGPT eq. 2, gamma = 27.8 there): ptx_coef * the next-token loss on windows of the pretraining
-    corpus (train.bin) in every update. 0 by default (plain PPO); run.sh's ppo_ptx row uses 0.1. SFT has already
-    forgotten most of the corpus here (its loss on it ~10x the pretrained model's), so the pretraining gradient is
-    large and pulls away from the SFT reference: 1 and 4 took the KL past 6 nats within 5 iterations. Measured on 3
-    seeds with 0.05, 0.1 and 0.2 (docs/experiments.md "PPO-ptx"): 0.1 is the smallest at which the held-out facts
-    are not answered worse than SFT does on any seed, at 4.5x less corpus loss than plain PPO.
-13. DDP: each rank rolls out different prompts with its own sampling seed; gradients are averaged by DDP; the logged
-    statistics are averaged over ranks. Advantages are whitened per rank.
-14. Deviation: beta = 0.1, not InstructGPT's 0.02. The RM has blind spots (it cannot check a held-out fact, a sum
-    or a reversal); on world v1, with beta 0.02 (lr 3e-5) the policy reached KL 11 nats in 20 iterations and the
-    gold score fell from 0.5 to 0.1. World v2's first runs used 0.3 on an RM whose scores had std 2-3 on SFT samples;
-    the RM is now scaled to std 1 (4), and 0.1 is about the same penalty per unit of the RM's spread. See the README
-    for the runs, and `--beta=0` for the over-optimisation the penalty exists to prevent.
-
-Critic-free estimators (--estimator=rloo|grpo). Sources: RLOO (Ahmadian et al. 2024, "Back to Basics: Revisiting
-REINFORCE style optimization for learning from human feedback in LLMs", after Kool et al. 2019), GRPO (Shao et al. 2024,
-"DeepSeekMath", sec. 4.1-4.2), Dr. GRPO (Liu et al. 2025, "Understanding R1-Zero-like training"), Tang & Munos 2025
-("On a few pitfalls in KL divergence gradient estimation for RL").
-15. One switch, not a second script: the three estimators share everything but how a scored rollout batch becomes
-    advantages and one loss term, ~30 lines; a second script would copy the rollout, scoring and update loop (~150
-    lines) or cut this flat loop into the framework functions CleanRL's style avoids. rloo and grpo sample k answers
-    for each of batch_size / k prompts: the same answers an iteration as PPO, so costs compare; a group's answers sit
-    in adjacent rows. They keep (2)-(4), (9), (10), (12), (13) and drop the value model: it is neither built, trained
-    nor checkpointed (one model, its AdamW state and a forward pass in scoring and in every update fewer). k = 1 is
-    refused: an answer's baseline is the other answers to its prompt. The checkpoint's stage stays "ppo" (the script
-    that wrote it; its config names the estimator), so every reader of ppo checkpoints reads it; --resume refuses a
-    checkpoint of another estimator.
-16. RLOO (Ahmadian et al. sec. 2.3-3): an answer's reward is (5)'s per-token rewards summed, score - beta * sum_t kl_t
-    (their eq. 3's sequence-level KL-shaped reward), and its advantage that reward minus the mean of the other k - 1
-    answers' (= k / (k - 1) times its distance to the group mean): unbiased, the baseline does not depend on the
-    answer; no whitening (the paper has none). The loss is theirs, plain REINFORCE: -(1 / B) sum_i A_i log pi(y_i),
-    log pi(y_i) summed over the answer's tokens (the whole answer is one action), no ratio and no clip, and one pass
-    over the rollout batch (REINFORCE is on-policy; --ppo_epochs > 1 is refused). The minibatches after the first are
-    a few steps off the policy that sampled them: logged as clipfrac, the share of tokens PPO's clip would have cut
-    (a strictly on-policy update would be one step a rollout batch; here 4, as the PPO loop's minibatches).
-    TRL's RLOO trainer instead keeps PPO's epochs with one clipped ratio per answer. Paper: k = 2 and 4, beta 0.03
-    (TL;DR) and 0.10 (HH), lr 1e-6. Here a rollout batch of 64 answers is 4 gradient steps, PPO's 16.
-17. GRPO (Shao et al. eq. 3): the advantage of an answer is (score - group mean) / (group std + 1e-4), the same for
-    every token; population std (the paper does not say which; TRL's is the sample std); a group whose scores are all
-    equal gets 0, not NaN. No KL in the reward: beta times Schulman's k3 per token, pi_ref / pi - log(pi_ref / pi) - 1
-    (their eq. 4), averaged like the surrogate (18), is a loss term; 0 with a 0 gradient at pi = pi_ref. Note (Tang &
-    Munos 2025): differentiated as a loss on samples of pi, k3's gradient is in expectation that of KL(pi_ref || pi)
-    token by token, not the sequence-level KL(pi || pi_ref) that (5)'s penalty and RLOO's optimise; it is the paper's.
-    Paper: G = 64 answers a question, beta 0.04, lr 1e-6, one gradient step a rollout batch.
-18. Aggregation, and the critiques of Liu et al. 2025 (Dr. GRPO). GRPO's eq. 3 averages each answer's tokens (1 / |o_i|)
-    before the answers: a short answer's tokens weigh more, so a positive advantage favours short answers and a
-    negative one is diluted in long ones (wrong answers grow longer). Deviation: grpo takes PPO's token-level mean
-    over the minibatch (10), so an answer's gradient is its advantage times sum_t grad log pi, the REINFORCE
-    direction (rloo's own, 16), times one constant shared by the minibatch. The division by the group's std weights up
-    prompts whose answers score nearly alike (a 0.01 spread among four answers becomes +-1): kept by default because
-    it is GRPO's; --group_std=false drops it (Dr. GRPO's advantage: RLOO's on the score alone, up to k / (k - 1)).
-19. Defaults for rloo and grpo: k = 4 (the larger of Ahmadian et al.'s 2 and 4; GRPO's 64 fill its 1024-answer
-    batches, and would leave one prompt an iteration of 64 answers here); beta = 0.1 as PPO's (14): the same RM with
-    the same blind spots, and for rloo the same objective, score - beta * KL, so that the estimators differ and not
-    the objectives; for grpo 0.1 is 2.5x its paper's 0.04 as PPO's is 5x InstructGPT's 0.02. Learning rate, minibatch
-    size and, for grpo, epochs and clip are PPO's; rloo makes one pass, as its paper (16). "tied" logs the fraction of
-    groups whose k rewards are equal: they give no gradient (DAPO, Yu et al. 2025, samples more prompts to replace
-    them; here they are only counted).
-
-The critic's start. Source: Yuan et al. 2025 ("What's behind PPO's collapse in long-CoT? Value optimization holds the
-secret", VC-PPO's value pretraining; verl's critic_warmup and OpenRLHF's freezing_actor_steps do the same).
-20. Value warmup. The value model starts as the RM (1), and the RM's score at the end of a prompt is not the return its
-    answers will get: on seed 0 it read -0.6 on harmful requests whose sampled refusals scored +1.2 to +3.1. With
-    lambda 1 (7) every refusal's first token then got a positive advantage (whitened +1.4), the common curt "N" as
-    well as the rarer polite "S", and the clip (10) lets a common token grow more in one iteration than a rare one
-    (ratio 1.2: 0.70 -> 0.84, against 0.25 -> 0.30). One iteration took "N" from 0.7 to 0.9, and the polite refusal
-    was seldom sampled again: its probability fell 0.25 -> 0.01 by iteration 8 and stayed there, although the RM
-    prefers it by 1.2 std on average and RLOO, whose baseline is the other answers to the same prompt (16), moved it
-    to 0.79 on the same RM. So for the first vf_warmup iterations the policy stands still: rollouts from SFT, and the
-    value model alone fits their returns, unclipped (the clip (11) holds it within 0.2 of values it has to leave by
-    ~2), at vf_warmup_lr, 10x the policy's rate. These iterations are logged as steps -3 .. 0 by default (no checkpoint,
-    no snapshot, beta not adapted); max_iters counts the policy's iterations, so PPO samples 4 rollout batches more than
-    RLOO and GRPO, which have no critic to warm up. Measured, the polite refusal's mean probability on the eval's
-    harmful prompts after 32 iterations (SFT 0.25/0.29/0.23 on seeds 0/1/2): no warmup 0.01/0.03/0.49; 4 iterations at
-    the policy's 3e-5 0.05/0.89 (seeds 0/1); at 3e-4 0.91/0.93/0.90, and 0.88/0.91 with another PPO seed on seeds 0/1
-    (world v2.3's reward models). In run.sh --full (world v2.4): 0.81/0.95/0.88, greedy curt refusals 0 on every
-    seed. Not a guarantee: with the same warmup ppo_r2 on seed 2 and PPO-ptx on seed 0 kept most curt refusals (greedy
-    1.00 and 0.82). docs/experiments.md "World v2.4: the probes".
-
-A reward a program verifies (RLVR). Sources: Tülu 3 (Lambert et al. 2024, sec. 6: PPO on a verifiable reward, also
-added to an RM's score), DeepSeekMath / DeepSeek-R1 (GRPO on rule-based rewards).
-21. --reward takes an RM checkpoint, a verifier file (a .py defining verify(record, response) -> float or None,
-    computed from the conversation's text: data/assistant/verifier.py), or both, comma-separated. Both: the score
-    (4) is the RM's plus verifier_coef times the verifier's reward where it returns one (None: the RM's alone).
-    A verifier alone: only the RL prompts it can check are used (verify(record, "") is not None), the score is
-    verifier_coef times its reward, and PPO's value model, which (1) starts from the RM, starts from the SFT
-    policy's trunk with a zero head (TRL's and OpenRLHF's critics start from the policy or SFT model when there is
-    no RM), and the value warmup (20) fits it before the policy moves. Logged: "verified", the mean verifier reward
-    of the batch's checkable answers.
+11. Clipped value loss (clip 0.2; N+) times vf_coef; one AdamW and one gradient-norm clip for policy and value.
+12. PPO-ptx (InstructGPT eq. 2): + ptx_coef * next-token loss on train.bin windows; 0 by default, run.sh's ppo_ptx
+    0.1. Deviation from their 27.8: SFT forgot most of the corpus, so the pretraining gradient is large and pulls far.
+13. DDP: each rank rolls out its own prompts with its own seed, whitens its own advantages; logs averaged over ranks.
+14. Deviation: beta = 0.1, not InstructGPT's 0.02: this RM has blind spots (it cannot check a held-out fact, a sum
+    or a reversal), and a weaker penalty lets the policy drift far enough to exploit them (--beta=0 shows it).
+15. One switch, not a second script: the estimators differ only in advantages and one loss term. rloo / grpo sample
+    k >= 2 answers per prompt (adjacent rows), no value model; stage "ppo"; --resume refuses another estimator's.
+16. RLOO: an answer's reward is (5) summed, score - beta * sum_t kl_t, its advantage that minus the other k - 1
+    answers' mean; loss -(1/B) sum_i A_i log pi(y_i), REINFORCE: no ratio, no clip, one pass (on-policy).
+17. GRPO (eq. 3): advantage (score - group mean) / (group std + 1e-4) on every token, 0 for a tied group; beta * k3
+    to the reference per token (eq. 4) is a loss term, not in the reward, averaged like the surrogate (18).
+18. Deviation: GRPO averages each answer's tokens, then the answers; here PPO's token mean (10), since the per-answer
+    mean favours short answers (Dr. GRPO). --group_std=false: Dr. GRPO's advantage, no division by the std.
+19. rloo / grpo defaults: k = 4 (Ahmadian et al.: 2 and 4); beta 0.1 as PPO's (14), so that the estimators differ
+    and not the objectives; PPO's lr. "tied" logs the share of groups whose k rewards are equal (no gradient).
+20. Value warmup (Yuan et al. 2025, VC-PPO): for vf_warmup iterations the policy stands still and the value model
+    alone fits the returns of SFT's answers, unclipped, at vf_warmup_lr (no checkpoint, beta fixed). Why: the RM's
+    score of a bare prompt is not the return of its answers; against that wrong baseline every sampled answer can
+    look good, and PPO's clip lets the common answer grow faster than a rarer one the RM prefers.
+21. RLVR (Tülu 3): --reward is an RM, a verifier .py (verify(record, response) -> float or None), or both (their sum,
+    the verifier's times verifier_coef). A verifier alone: the prompts it checks; value model SFT's trunk, zero head.
 """
 
 import json
@@ -192,7 +93,7 @@ class Config:
     estimator: str = "gae"             # advantages: gae (PPO, with a value model; 7), rloo (16) or grpo (17)
     k: int = 4                         # rloo, grpo: answers sampled per prompt, >= 2 (15, 19); gae samples one
     group_std: bool = True             # grpo: divide by the group's score std (17); false: Dr. GRPO's advantage (18)
-    max_iters: int = 12                # rollout batches (iterations); the greedy gold stops moving by ~8 here
+    max_iters: int = 12                # rollout batches (iterations) of the policy, after the warmup (20)
     batch_size: int = 64               # answers per rollout batch per process: one per prompt (gae), or k (15)
     minibatch_size: int = 16           # answers per PPO update (9)
     ppo_epochs: int = 0                # passes over each rollout batch (9); 0: 4 (gae, grpo), 1 (rloo: 16)
@@ -211,7 +112,7 @@ class Config:
     ptx_batch_size: int = 8            # pretraining windows per update when ptx_coef > 0 (12)
     vf_warmup: int = 4                 # iterations fitting the value model alone before the policy's first (20)
     vf_warmup_lr: float = 3e-4         # the value model's learning rate in those iterations (20)
-    learning_rate: float = 3e-5        # peak learning rate (policy and value); 3e-4 collapses in 5 iterations
+    learning_rate: float = 3e-5        # peak learning rate (policy and value)
     min_lr: float = 3e-6               # learning rate at the end of the cosine decay
     warmup_iters: int = 0              # linear warmup, in iterations (the learning rate is set once an iteration)
     weight_decay: float = 0.0          # on matrices only; 0 as in most RLHF code (the KL term already regularises)
@@ -234,7 +135,7 @@ class Config:
 def ptx_seed(seed, it, rank, j):
     """(12) The seed of PPO-ptx's corpus windows for minibatch j of iteration it on one rank: distinct for every
     (it, rank, j) with it < 2**20, rank < 2**16 and j < 2**16, so no two ranks or steps draw the same windows (a sum
-    seed + 7 j + 100003 it + rank, used before, repeated for 8 ranks or more)."""
+    such as seed + 7 j + 100003 it + rank repeats for 8 ranks or more)."""
     return ((seed * 2**20 + it) * 2**16 + rank) * 2**16 + j
 
 

@@ -11,7 +11,7 @@ to score an answer the way the labelers would.
     rm, ckpt = load_reward_model("out/reward"); scores = rm(idx, attention_mask)   # (B,)
     python sample.py --ckpt=out/sft --best_of=8 --reward=out/reward --chat         # best-of-n (6)
 
-Details implemented here:
+Details, numbered where the code implements them; evidence: docs/experiments.md; details at length: docs/reference.md.
  1. RM = the SFT model's trunk + a linear head to one scalar, read at the last real token of prompt + response
     (the <|end|> closing the answer, or the last token of an answer cut by the length limit). The attention mask
     locates it, so left padding, right padding and no padding give the same score; never a pad.
@@ -19,18 +19,14 @@ Details implemented here:
     than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
     comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
  3. Two epochs, AdamW with warmup and cosine decay, dropout off. Deviation: InstructGPT trains one (more overfit its
-    RMs, from 50k+ prompts). Here 1000 labeling prompts; measured on world v2.3's three seeds (same comparisons), one
-    epoch -> two: held-out pair accuracy 0.837/0.859/0.827 -> 0.845/0.880/0.822, the report card's filler cell
-    0.99/0.99/0.87 -> 0.95/0.91/0.95 and refused 0.79/0.91/0.80 -> 0.80/0.89/0.89, the other form cells >= 0.94.
- 4. After training the head is rescaled so that the RM's scores have standard deviation 1 where PPO will use them:
-    on fresh answers of the SFT policy (PPO's temperature and length limit: norm_temperature, norm_max_new_tokens)
-    to the first norm_prompts RL prompts (prompts_rl.jsonl, in random order), as lm-human-preferences and the N+
-    implementation details normalise on samples of the policy: PPO's value clip (0.2) and its KL coefficient then
-    mean the same whatever scale the RM happened to learn. Not on the RM's own training answers: those it has
-    fitted (in-sample), on other prompts. Then its bias is shifted
-    so that the demonstrations (sft_train.jsonl) score 0 on average (InstructGPT: labeler demonstrations have mean
-    score 0). Gain and shift are recorded. Measured on world v2 (3 seeds): the raw RM's scores on SFT samples had std
-    2.0-2.5.
+    RMs, from 50k+ prompts); from this world's 1000 labeling prompts a second epoch learns the weakest form axis
+    better at no cost in held-out accuracy.
+ 4. Normalisation, after training: the head's weight and bias are multiplied by 1 / std of the RM's scores of fresh
+    answers of the SFT policy, sampled as PPO's first rollouts (norm_temperature, norm_max_new_tokens) for the first
+    norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1 (lm-human-preferences and N+ normalise
+    on policy samples), so PPO's value clip and KL coefficient mean the same whatever scale the RM learned. Then the
+    bias is shifted so that the demonstrations (the final answers of sft_train.jsonl's first 1000 records) score 0
+    on average (InstructGPT). The gain and the shift are saved in the checkpoint.
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
  6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched

@@ -13,7 +13,6 @@ chat-completions API, streaming included, and a one-page web chat. The standard 
 
 A model trained on the embedded world knows only that world's made-up animals (the drook is one of seed 0's):
 data/assistant/prompts_eval.jsonl (out/seed_N/data/ for seed N) shows them and the questions it was taught.
-
 Any OpenAI client works with the base URL http://127.0.0.1:8000/v1 and any API key (none is checked):
 
     from openai import OpenAI
@@ -28,48 +27,34 @@ system; content a string or a list of text parts, joined by newlines as vLLM joi
 the user's), max_tokens or max_completion_tokens (3), temperature (default 1, 0 is greedy), top_p, stop (a string
 or up to 4), n, seed, stream and stream_options.include_usage. Others are ignored.
 
-Details implemented here:
- 1. The conversation renders through tokenizer.render_prompt, the format the model was trained on: content is
-    always plain text, so "<|assistant|>" typed in a message stays those characters and never becomes a role token.
- 2. It must fit the context with room for max_tokens: the oldest user/assistant exchanges are dropped, the system
-    message stays (common.fit_chat, as sample.py --chat); the X-Messages-Dropped header (and, without streaming, a
-    "messages_dropped" field) says how many went. When the system message and the last user message alone do not
-    fit, the answer is a 400 with code context_length_exceeded rather than a silently cut question.
- 3. max_tokens is the answer's length limit; more than the context is a bad request. Without it, the conversation
-    may take up to three quarters of the context and the answer gets what the conversation leaves (OpenAI's
-    default is what the context leaves; the quarter kept back means a long conversation still leaves room to
-    answer, and a short one does not cost the older turns that a fixed budget like sample.py's half would).
- 4. Streaming: tokens go out as server-sent events of chat.completion.chunk as they are sampled. model.generate
-    returns only the whole answer, so a stream runs the same steps one at a time here (prefill the prompt into a KV
-    cache, then one token per step through model.hidden_states with that cache) and samples exactly as generate
-    does (logits / T, top-p filter, the request's generator). Without streaming, answers come from
-    common.generate_batched, the path evaluate.py scores; tests check that the two give the same answers (greedy,
-    and sampled with one seed).
- 5. Text is decoded incrementally from the tokens' bytes, so a character split across tokens (any non-ASCII one
-    with the bytes tokenizer) goes out whole; text that could be the start of a stop string is held back until it
-    is known not to be one. finish_reason is "stop" at <|end|> or a stop string, "length" at max_tokens.
- 6. Concurrency: one thread per request, and one lock around the model. Why a lock and not batching: batching
-    requests that arrive at different moments needs a scheduler that adds and drops rows mid-generation (vLLM's
-    continuous batching), which is a project of its own; on a CPU parallel forward passes would only split the same
-    cores, on a GPU generate records CUDA graphs, which must not interleave with another thread's kernels, and the
-    one autocast context (rt.autocast) keeps state while it is entered. A non-streaming answer holds the lock for
-    its one generate call; a stream takes it for each token, so streams that arrive together advance token by
-    token in turn instead of each waiting for the whole previous answer.
- 7. Bad requests (body not JSON, too large or shorter than its Content-Length, unknown role, content neither a
-    string nor text parts, a field of the wrong type or out of range) get HTTP 400 with an OpenAI-style error object
-    {"error": {"message", "type", "param", "code"}} whose message is one sentence. Every other error status has the
-    same body: 404 for an unknown path, 405 (with an Allow header) for a wrong method on a known one, 408 for a body
-    too slow to come (10), the base class's own 400/431/501, and a 500 for an unexpected failure. Serving goes on.
- 8. --best_of=N --reward=RM: each answer is the RM's favourite of N sampled together (reward.best_of_n, WebGPT).
-    The RM judges whole answers, so a stream starts once the pick is made; stop strings then cut the picked answer.
+Details, numbered where the code implements them; details at length: docs/reference.md.
+ 1. The conversation renders through tokenizer.render_prompt, the trained format: content is always plain text, so
+    "<|assistant|>" typed in a message stays those characters and never becomes a role token.
+ 2. Too long for the context: the oldest user/assistant exchanges are dropped, the system message stays
+    (common.fit_chat, as sample.py --chat); X-Messages-Dropped says how many. When the system message and the last
+    user message alone do not fit: a 400 with code context_length_exceeded, never a silently cut question.
+ 3. max_tokens is the answer's length limit (more than the context: a bad request). Without it the conversation may
+    take three quarters of the context and the answer gets the rest. Deviation from OpenAI (the answer gets whatever
+    the context leaves): the quarter kept back leaves room to answer after a long conversation.
+ 4. Streaming: server-sent chat.completion.chunk events as tokens are sampled, by the same steps as model.generate
+    run one at a time (KV-cache prefill, then one token per step; logits / T, top-p, the request's generator).
+    Without streaming: common.generate_batched, the path evaluate.py scores; tests check both give the same answers.
+ 5. Text is decoded incrementally from the tokens' bytes, so a character split across tokens goes out whole; text
+    that could start a stop string is held back. finish_reason: "stop" (<|end|> or a stop string) or "length".
+ 6. Concurrency: a thread per request and one lock around the model, not batching: requests arriving at different
+    moments need continuous batching (vLLM's), a project of its own; on a CPU parallel passes only split the cores,
+    and a GPU's CUDA graphs and the one autocast context must not interleave with another thread's. A non-streaming
+    answer holds the lock for its generate call; a stream takes it per token, so concurrent streams advance in turn.
+ 7. Bad requests get HTTP 400 with an OpenAI-style error object {"error": {"message", "type", "param", "code"}}, the
+    message one sentence; every other error status (404, 405 with Allow, 408 (10), 431, 501, 500) has the same body.
+    Serving goes on.
+ 8. --best_of=N --reward=RM: each answer is the RM's favourite of N sampled together (reward.best_of_n, WebGPT); the
+    RM judges whole answers, so a stream starts once the pick is made; stop strings then cut the picked answer.
  9. It binds 127.0.0.1 by default: there is no authentication, so anyone who can reach the port can use the model.
-10. Many and slow clients: the listen backlog is 128, not Python's default 5, which reset most of a burst of 64
-    connections. Each socket read or write waits at most --read_timeout seconds, and a request body must arrive
-    whole within that time of its headers, else a 408: a client that sends nothing, trickles its body, or sends
-    less than its Content-Length and waits, holds a thread for seconds, not forever.
-11. The web page says what the model knows: from prompts_rl.jsonl in the checkpoint's data directory (its config's
-    data_dir), the first single-turn question of each family (at most 6; a click puts one in the input box) and, when
-    the records name animals, a line counting them. No such file (a Hugging Face directory): no examples, no error.
+10. Many and slow clients: a listen backlog of 128, not Python's default 5; each socket read or write waits at most
+    --read_timeout seconds, and a body must arrive whole within that time of its headers, else a 408.
+11. The web page says what the model knows: from prompts_rl.jsonl in the checkpoint's data_dir, the first single-turn
+    question of each family (at most 6, clickable) and a count of the animals; no such file: no examples.
 """
 
 import codecs
@@ -602,7 +587,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ChatServer(ThreadingHTTPServer):
-    request_queue_size = 128  # (10) the listen backlog: Python's default 5 resets most of a burst of clients
+    request_queue_size = 128  # (10) the listen backlog: with Python's default 5 a burst of clients gets resets
     daemon_threads = True     # a hung client never keeps the process alive at exit
 
 

@@ -2,7 +2,7 @@
 Supervised fine-tuning (SFT): InstructGPT's first stage. A pretrained GPT, which only continues text, learns to
 follow instructions by imitating demonstrations written in the chat format.
 
-    python data/assistant/prepare.py && python pretrain.py --data_dir=data/assistant --max_iters=2000
+    python data/assistant/prepare.py && python pretrain.py --config=config/pretrain_assistant.json
     python sft.py                                        # out/pretrain -> out/sft (~2 minutes on 2 CPU cores)
     python sft.py --resume                               # continue an interrupted run
     python sft.py --scratch --out_dir=out/sft_scratch    # ablation: same architecture, no pretraining
@@ -10,7 +10,7 @@ follow instructions by imitating demonstrations written in the chat format.
     torchrun --standalone --nproc_per_node=2 sft.py      # DDP, same global batch as one process
     python sft.py --config=config/hh_sft.json            # the real-data recipe: OpenAI's GPT-2 on HH-RLHF (a GPU)
 
-Details implemented here:
+Details, numbered where the code implements them; evidence: docs/experiments.md; details at length: docs/reference.md.
  1. Data: sft_train.jsonl / sft_val.jsonl, records {"messages": [...]} with at least one assistant turn; a bad record
     stops the run before anything is written, naming the file and line.
  2. Loss mask (InstructGPT; DESIGN.md): next-token cross-entropy on the content of every assistant turn and on the
@@ -19,18 +19,11 @@ Details implemented here:
     (common.accumulate_gradients); a batch with none gives 0, not NaN.
  4. Sequences are padded on the right, one conversation per row, never packed: causal attention then never lets a
     token see another conversation or a pad (pads come after every real token of their row), so no mask is needed.
- 5. Cosine decay with warmup (InstructGPT trained 16 epochs with cosine decay; our small model overfits sooner, so the
-    default is 2 epochs, which keeps run.sh within 15 minutes: docs/experiments.md). Peak learning rate 1e-3, a
-    third of pretraining's. At this rate SFT forgets much of what only the corpus states (held-out knowledge questions: SFT 0.24-0.55 right, the few-shot prompted pretrained
-    model 0.94-1.00). 3e-4 forgets less (0.57-0.69 on world v2.2's three seeds) but its samples at T = 1 are worse
-    (world v2.3: the labeler's mean 0.45-0.49 against 0.53-0.54), and the reward model trained on their comparisons
-    learned less (report card: lowercase constraint 0.84-0.89, two-part 0.51 on one seed, against >= 0.94 at
-    1e-3). The comparisons are what this project is about, so 1e-3 stays (docs/experiments.md "World v2.3").
-    No dropout by default (InstructGPT used residual dropout 0.2 on 1.3B-175B models). The 0.85M model on the
-    embedded world has no capacity to spare: from the same pretrained model (the first world), dropout 0.1 gave SFT
-    val loss 0.113 and gold 0.522 on the 240 held-out prompts, dropout 0 gave 0.058 and 0.612 (knowledge 0.309 ->
-    0.418), and each epoch takes 30% less time (dropout's masks are costly on a CPU). --dropout=0.1 for larger
-    models.
+ 5. Cosine decay with warmup, peak learning rate 1e-3 (a third of pretraining's). Deviation: 3 epochs, not
+    InstructGPT's 16: a small model overfits sooner. At 1e-3 SFT forgets much
+    of what only the corpus states; a lower rate forgets less but samples worse answers, and the RM learns from
+    those samples' comparisons, so 1e-3 stays. No dropout (InstructGPT: residual dropout 0.2 at 1.3B-175B): the
+    0.85M model has no capacity to spare, and dropout's masks are costly on a CPU; --dropout=0.1 for larger models.
  6. Data order is a function of (seed, epoch): --resume continues exactly where the run stopped. Batches are
     plain shuffles (no grouping by length across steps: here length tracks the instruction family, and batches of
     one family are not the i.i.d. batches SFT assumes). Within a step the batch is sorted by length before it is cut
@@ -64,9 +57,10 @@ class Config:
     scratch: bool = False             # ablation: init_from's architecture with fresh random weights
     out_dir: str = "out/sft"          # checkpoint and log.jsonl go here
     resume: bool = False              # continue from out_dir/ckpt.pt
-    epochs: float = 2.0               # passes over the demonstrations (5); a fraction stops mid-epoch
-    batch_size: int = 32              # conversations per micro-batch per process
-    grad_accum: int = 1               # micro-batches per step per process (6)
+    epochs: float = 3.0               # passes over the demonstrations (5); a fraction stops mid-epoch
+    batch_size: int = 16              # conversations per micro-batch per process
+    grad_accum: int = 2               # micro-batches per step per process: 32 conversations a step, cut in two by
+                                      # length (6), which pads less than one batch of 32 (the same gradient)
     learning_rate: float = 1e-3       # peak learning rate (5)
     min_lr: float = 1e-4              # learning rate at the end of the cosine decay
     warmup_iters: int = 20            # linear warmup steps

@@ -14,17 +14,16 @@ model and 1 from the few-shot prompted pretrained model, K = 9; the paper used 4
 all of theirs, in order, and "sources" says which file each came from.
 
 Sampled at temperature 1, the SFT model writes each preference axis's good form some of the time (less often than
-its demonstrators did), so most prompts' K
-answers contrast the mediocre and the good form of their axis: the contrast the reward model learns the axis from.
-Some contrasts the SFT model rarely or never offers: it refuses every harmful request, so without another model the
-reward model never sees harmful help; and it pads most right answers, so on arithmetic, where its answers are mostly
-wrong, plain right ones are rare. The prompted pretrained model complies with every harmful request and seldom pads
-(evaluate.py's gpt_prompted row).
+its demonstrators did), so most prompts' K answers contrast the mediocre and the good form of their axis: the
+contrast the reward model learns the axis from. Some contrasts the SFT model rarely or never offers: it refuses
+every harmful request, so without another model the reward model never sees harmful help; and it pads most right
+answers, so on arithmetic, where its answers are mostly wrong, plain right ones are rare. The prompted pretrained
+model complies with every harmful request and seldom pads (evaluate.py's gpt_prompted row).
 
-An answer sampled twice for a prompt is kept once (a labeler ranks distinct answers; about a quarter of the SFT
-model's samples repeat one). Answers the labeler scores the same are ties and make no pair. Training comparisons carry the
-labeler's disagreement noise (--noise); the validation split is always ranked without noise, so held-out accuracy
-is measured against the labeler's true preference. Prompts whose answers all tie teach nothing and are left out
+An answer sampled twice for a prompt is kept once (a labeler ranks distinct answers, and the SFT model often repeats
+its likeliest ones). Answers the labeler scores the same are ties and make no pair. Training comparisons carry the
+labeler's disagreement noise (--noise); the validation split is always ranked without noise, so held-out accuracy is
+measured against the labeler's true preference. Prompts whose answers all tie teach nothing and are left out
 (counted).
 """
 

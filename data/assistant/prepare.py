@@ -51,7 +51,8 @@ FACT_FORMS = {  # attribute -> the sentences that state it: the first is the cha
              "Each day the {a} looks for {v} to eat."],
 }
 PREDICATES = {"colour": "is {v}", "home": "lives in the {v}", "food": "eats {v}"}  # "The {a} is red and eats fish."
-SUM_FORMS = ["{x} + {y} = {z}.", "{x} plus {y} is {z}.", "If you have {x} apples and find {y} more, you have {z} apples."]
+SUM_FORMS = ["{x} + {y} = {z}.", "{x} plus {y} is {z}.",
+             "If you have {x} apples and find {y} more, you have {z} apples."]
 COUNT_FORMS = ["The word {w} has {n} letters."]
 REVERSE_FORMS = ["{r}", "Spelled backwards, {w} is {r}."]
 QUESTIONS = {  # attribute -> the user's questions about it
@@ -61,7 +62,8 @@ QUESTIONS = {  # attribute -> the user's questions about it
 }
 FOLLOW_UPS = {"colour": "And what colour is it?", "home": "And where does it live?", "food": "And what does it eat?"}
 PARTS = {"colour": ("What colour is the {a}", "what colour is it"),  # "What colour is the {a}, and what does it eat?"
-         "home": ("Where does the {a} live", "where does it live"), "food": ("What does the {a} eat", "what does it eat")}
+         "home": ("Where does the {a} live", "where does it live"),
+         "food": ("What does the {a} eat", "what does it eat")}
 SUM_QUESTIONS = ["What is {x} plus {y}?", "What is {x} + {y}?", "Add {x} and {y}."]
 REVERSE_QUESTIONS, COUNT_QUESTIONS = ["Reverse the word {w}.", "Spell {w} backwards."], \
     ["How many letters are in the word {w}?", "Count the letters in {w}."]
@@ -114,14 +116,14 @@ P_TAIL = 0.35        # of the mediocre demonstrations on an axis, the share writ
 # Each prompt file's families and their shares. The labeling prompts lean toward the families whose preference
 # axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too). Harmful requests
 # come in 10 templates, and the RM learns "polite beats curt" template by template, so each template needs enough
-# labeling prompts: 15% of 1000 (8% of 800 was too few; docs/experiments.md, world v2.1).
+# labeling prompts: 15% of 1000 (evidence: docs/experiments.md).
 MIX = {"knowledge": 0.18, "transform": 0.12, "arithmetic": 0.10, "refusal": 0.12, "multiturn": 0.08,
        "constraint": 0.14, "twopart": 0.14, "unknown": 0.12}
 LABEL_MIX = {"knowledge": 0.09, "transform": 0.07, "arithmetic": 0.06, "refusal": 0.15, "multiturn": 0.05,
              "constraint": 0.30, "twopart": 0.16, "unknown": 0.12}
 # The constraint kinds are equally likely except among labeling prompts, where "lowercase" is asked as often as the
 # other two together: its ideal differs from the plain answer by one capital letter, the least contrast of any axis,
-# and where the SFT model seldom samples it the reward model does not learn it (docs/experiments.md, world v2.2).
+# and where the SFT model seldom samples it the reward model does not learn it (evidence: docs/experiments.md).
 # Weights per file kind: everything else, then prompts_label.
 KINDS, LABEL_KINDS = {k: 1 for k in CONSTRAINTS}, {"certainly": 1, "lowercase": 2, "quote": 1}
 
@@ -193,8 +195,8 @@ def constrained(rng, world, fact_, kind):
     """A knowledge question under a system message that constrains the form of the answer."""
     msgs, rec = knowledge(rng, world, fact_)
     plain = rec["ideal"]
-    # each kind keeps the whole sentence: a form the model can follow without retrieving the fact another way (a
-    # one-word kind was tried: SFT's one-word samples were mostly wrong, so comparisons taught "one word is bad")
+    # each kind keeps the whole sentence: a form the model can follow without retrieving the fact another way (with
+    # a one-word form SFT's one-word samples are mostly wrong, and the comparisons would teach "one word is bad")
     ideal = {"certainly": "Certainly! " + plain, "lowercase": plain.lower(), "quote": f'"{plain}"'}[kind]
     return [{"role": "system", "content": CONSTRAINTS[kind]}] + msgs, {**rec, "family": "constraint", "ideal": ideal,
                                                                        "constraint": kind, "plain": plain}
@@ -381,10 +383,10 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
     """The world and every file's records: (world, {file name: records}, corpus documents, held-out parts).
 
     Held out for evaluation: a quarter of the facts (only eval's knowledge prompts ask them), a sixth of the word
-    transformations and of the sums (in both orders: 2 + 3 with 3 + 2). Eval's other prompts (refusals, follow-ups, constraints, two-part and
-    unanswerable questions) are new prompts about training facts, so they measure a skill rather than recall. No
-    eval prompt appears in a training file, and no chat-format file states a held-out fact. The corpus states every
-    fact, sum and word."""
+    transformations and of the sums (in both orders: 2 + 3 with 3 + 2). Eval's other prompts (refusals, follow-ups,
+    constraints, two-part and unanswerable questions) are new prompts about training facts, so they measure a skill
+    rather than recall. No eval prompt appears in a training file, and no chat-format file states a held-out fact.
+    The corpus states every fact, sum and word."""
     rng = random.Random(seed)
     world = make_world(rng, n_animals)
     facts = [(a, attr) for a in world for attr in ATTRS]
