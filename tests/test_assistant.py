@@ -328,7 +328,7 @@ def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
     pt = tiny_pt
     out = tmp_path / "sft"
     run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=0.5", "--batch_size=100",
-        "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
+        "--grad_accum=1", "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
     log = read(out / "log.jsonl")
     vals = [x["val_loss"] for x in log if "val_loss" in x]
     assert len(vals) >= 3 and vals[-1] < vals[0] - 0.5, vals

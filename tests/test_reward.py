@@ -98,7 +98,8 @@ def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
     assert abs(mean_demonstration_score(rm, tok, data / "sft_train.jsonl", rt, 160)) < 1e-4
     # evaluate.py adds RM scores, and compares RM and gold on samples of the SFT policy
     sft = tmp_path / "sft"
-    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={sft}", "--epochs=0.1", "--batch_size=200")
+    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={sft}", "--epochs=0.1", "--batch_size=200",
+        "--grad_accum=1")
     proc = run("evaluate.py", f"--policies={pt},{sft}", f"--data_dir={world}", f"--reward={out}",
                "--max_new_tokens=8", "--best_of=3", f"--out_dir={tmp_path / 'eval'}")
     res = json.load(open(tmp_path / "eval" / "results.json"))
