@@ -11,7 +11,7 @@ GRPO replace the value model with the other answers to the same prompt (15-19); 
     python ppo.py --ptx_coef=0.1 --out_dir=out/ppo_ptx   # PPO-ptx: mix in the pretraining loss
     python ppo.py --estimator=grpo --reward=data/assistant/verifier.py --out_dir=out/grpo_verifier   # RLVR (21)
     python ppo.py --reward=out/reward,data/assistant/verifier.py --out_dir=out/ppo_rm_verifier  # RM + verifier (21)
-    python ppo.py --vf_warmup=0                     # no value warmup: the critic starts as the RM (20)
+    python ppo.py --vf_warmup=0                     # no value warmup: the policy moves against the RM-as-critic (20)
     python ppo.py --resume                          # continue an interrupted run
     torchrun --standalone --nproc_per_node=2 ppo.py # DDP: each rank rolls out its own prompts
     from ppo import compute_gae, masked_whiten, policy_loss, value_loss, rloo_advantages, grpo_advantages, kl_k3
@@ -32,9 +32,9 @@ al. 2024, "The N+ implementation details of RLHF with PPO"), RLOO (Ahmadian et a
  6. beta fixed (14), or with --target_kl Ziegler et al.'s controller: beta *= 1 + clip(KL / target - 1, -0.2, 0.2) /
     kl_horizon each iteration. Deviation: a horizon in iterations, not answers (theirs would not move beta here).
  7. GAE (gamma 1) on V(x, y_<t) before each answer token, V = 0 after the last. Deviation: lambda 1, not N+'s 0.95:
-    the critic starts as the RM, whose scores of answer prefixes are noise that lambda < 1 puts into the advantages.
+    the critic starts as the RM, and even warmed up (20) it reads answer prefixes noisily: lambda < 1 adds that noise.
  8. Advantages whitened with the mean and variance of the real tokens only (N+): pads would drag both.
- 9. ppo_epochs passes (4; rloo 1) in shuffled minibatches; the first one's ratio is exactly 1 (ratio_first; N+).
+ 9. ppo_epochs passes (4; rloo 1) in shuffled minibatches; the first one's ratio is 1 up to rounding (ratio_first; N+).
 10. Clipped surrogate (clip 0.2; PPO eq. 7), averaged over the minibatch's real tokens.
 11. Clipped value loss (clip 0.2; N+) times vf_coef; one AdamW and one gradient-norm clip for policy and value.
 12. PPO-ptx (InstructGPT eq. 2): + ptx_coef * next-token loss on train.bin windows; 0 by default, run.sh's ppo_ptx
@@ -86,7 +86,7 @@ class Config:
     data_dir: str = "data/assistant"   # prompts_rl.jsonl (and train.bin for --ptx_coef)
     init_from: str = "out/sft"         # policy and reference (1)
     reward: str = "out/reward"         # an RM checkpoint (the value model starts from it: 1), a verifier, or both (21)
-    verifier_coef: float = 1.0         # (21) weight of the verifier's reward (0 or 1) added to the score
+    verifier_coef: float = 1.0         # (21) weight of the verifier's reward added to the score
     labeler: str = "data/assistant/labeler.py"  # only to log the batch's gold score; never in the loss ("" = none)
     out_dir: str = "out/ppo"           # checkpoint and log.jsonl go here
     resume: bool = False               # continue from out_dir/ckpt.pt
@@ -150,7 +150,7 @@ def masked_whiten(x, mask):
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def compute_gae(rewards, values, mask, gamma=1.0, lam=0.95):
+def compute_gae(rewards, values, mask, gamma=1.0, lam=1.0):
     """(7) Generalised advantage estimation over each row's real tokens.
 
     rewards, values, mask: (B, T); mask 1 on a row's response tokens, which come first in the row. A value past the

@@ -22,11 +22,13 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     RMs, from 50k+ prompts); from this world's 1000 labeling prompts a second epoch learns the weakest form axis
     better at no cost in held-out accuracy.
  4. Normalisation, after training: the head's weight and bias are multiplied by 1 / std of the RM's scores of fresh
-    answers of the SFT policy, sampled as PPO's first rollouts (norm_temperature, norm_max_new_tokens) for the first
-    norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1 (lm-human-preferences and N+ normalise
-    on policy samples), so PPO's value clip and KL coefficient mean the same whatever scale the RM learned. Then the
-    bias is shifted so that the demonstrations (the final answers of sft_train.jsonl's first 1000 records) score 0
-    on average (InstructGPT). The gain and the shift are saved in the checkpoint.
+    answers of the SFT policy at PPO's temperature and length limit (norm_temperature, norm_max_new_tokens; keep
+    them equal to ppo.py's) to the first norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1
+    (lm-human-preferences and N+ normalise on policy samples), so PPO's value clip, KL coefficient and
+    missing_eos_penalty (1 = one std) mean the same whatever scale the RM learned. Then the bias is shifted so that
+    the demonstrations (the final answers of sft_train.jsonl's first 1000 records) score 0 on average (InstructGPT):
+    a constant the advantages never see (the value baseline and the group means absorb it), it makes a logged score
+    read against the demonstrations. Both are folded into the head; the checkpoint records them (gain, bias_shift).
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
  6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched
@@ -206,8 +208,8 @@ def pairwise_accuracy(rm, comparisons, pad_id, rt):
 
 
 def policy_samples(policy, tok, records, max_new_tokens, seed, rt, temperature=1.0):
-    """(4) Fresh answers of the SFT policy to RL prompts, sampled as PPO's first rollouts are (its temperature and
-    length limit): token lists prompt + answer (+ <|end|> if it finished), the prompt cut as PPO cuts it."""
+    """(4) Fresh answers of the SFT policy to RL prompts at PPO's temperature and length limit: token lists prompt +
+    answer (+ <|end|> if it finished), the prompt cut as PPO cuts it."""
     prompts = [tok.render_prompt(r["messages"]) for r in records]
     gen = torch.Generator(device=rt.device).manual_seed(seed)
     out = generate_batched(policy.eval(), prompts, rt, tok.pad_id, tok.end_id, max_new_tokens,
