@@ -117,7 +117,7 @@ def test_sampled_answers_are_labeled_into_comparisons(world, tiny_pt, tmp_path):
         "--max_new_tokens=8", f"--out={tmp_path / 's.jsonl'}")
     samples = read(tmp_path / "s.jsonl")
     assert len(samples) == 30 and all(len(s["responses"]) == 3 == len(s["finished"]) for s in samples)
-    # duplicates are ties: an answer list with a copy ranks the copies equal
+    # a repeated answer is ranked once: an answer list with a copy keeps the first
     samples[0]["responses"] = [samples[0]["ideal"], samples[0]["ideal"], "wrong"]
     del samples[0]["response_ids"]  # edited answers: the sampled ids no longer match them
     (tmp_path / "s.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
@@ -129,9 +129,14 @@ def test_sampled_answers_are_labeled_into_comparisons(world, tiny_pt, tmp_path):
     assert "labeler's mean score of the answers" in proc.stdout
     labeled = read(tmp_path / "prefs_train.jsonl") + read(tmp_path / "prefs_val.jsonl")
     first = next(r for r in labeled if r["messages"] == samples[0]["messages"])
-    assert first["ranks"][0] == first["ranks"][1] < first["ranks"][2] and "response_ids" not in first
-    assert all(len(set(r["ranks"])) > 1 and len(r["ranks"]) == 4 for r in labeled)
-    assert all(r["sources"] == [str(tmp_path / "s.jsonl")] * 3 + [str(tmp_path / "g.jsonl")] for r in labeled)
+    assert first["responses"][:2] == [samples[0]["ideal"], "wrong"] and first["ranks"][0] < first["ranks"][1]
+    assert first["sources"][:2] == [str(tmp_path / "s.jsonl")] * 2 and "response_ids" not in first
+    for r in labeled:  # each distinct answer once, its source beside it: the 3 sampled ones, then the other policy's
+        sampled = next(s for s in samples if s["messages"] == r["messages"])
+        distinct = list(dict.fromkeys(map(json.dumps, sampled.get("response_ids", sampled["responses"]))))
+        assert len(set(r["ranks"])) > 1 and len(r["ranks"]) == len(r["responses"]) == len(r["sources"])
+        assert r["sources"][:len(distinct)] == [str(tmp_path / "s.jsonl")] * len(distinct)
+        assert set(r["sources"][len(distinct):]) <= {str(tmp_path / "g.jsonl")}
     tok = get_tokenizer("bytes")
     assert all([tok.decode(ids) for ids in r["response_ids"]] == r["responses"] for r in labeled if r is not first)
     # files that do not answer the same prompts line for line stop the labeling, naming the place
