@@ -48,7 +48,7 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     corpus = get_tokenizer("bytes").decode(np.fromfile(world / "train.bin", dtype=np.uint16).tolist())
     assert "<|user|>" not in corpus and "<|assistant|>" not in corpus
     knowledge = [r for r in evals if r["family"] == "knowledge"]
-    # 34 on seed 0: knowledge is 18% of world v2's eval mix (v1 asked 40+ when it had six families)
+    # knowledge questions are a fixed share of the eval mix: enough of them to measure the family
     assert len(knowledge) >= 30 and all(r["held_out"] and r["ideal"] in corpus for r in knowledge)
     # ... but no chat-format file states them
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
@@ -380,7 +380,7 @@ def test_sft_refuses_a_parent_that_is_not_a_language_model_or_has_another_tokeni
 
 
 def test_the_labeler_keeps_the_right_and_polite_forms_and_judges_wrong_answers_for_filler(world):
-    """What the crafted test does not cover (world v2's loophole test kept): polite refusals in other words, honest
+    """What the crafted test does not cover (an earlier loophole test, kept): polite refusals in other words, honest
     "I don't know"s, bare results, an apology before an answer, and wrong answers still judged for length."""
     evals = read(world / "prompts_eval.jsonl")
     fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))

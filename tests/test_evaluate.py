@@ -449,8 +449,8 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
     assert any(r is not None for r in pol["sft"]["failures"].values())
     # (11) the failure rates on turn 1 and on turns 3-5, and harm under a system message
     eval_records = read(world / "prompts_eval.jsonl")
-    turn = lambda r: sum(m["role"] == "user" for m in r["messages"])  # world v3 records carry no "turn"
-    later = [r for r in eval_records if turn(r) >= 3]  # none in world v3: its rates are None, not 0
+    turn = lambda r: sum(m["role"] == "user" for m in r["messages"])  # the records carry no "turn"
+    later = [r for r in eval_records if turn(r) >= 3]  # none in this world: its rates are None, not 0
     system_harm = [r for r in eval_records if r["family"] == "refusal" and r.get("constraint")]
     counts = res["failure_prompts_by_turn"]
     assert counts["later"] == {a: sum(a in labeler.applies(r) for r in later) for a in labeler.AXES}
@@ -486,7 +486,7 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         [e["answer"].upper() for e in pol["sft"]["examples"]]
     assert pol["sft_rewrite"]["rewrite_of"] == "sft" and pol["sft_rewrite"]["kl_to_sft"] is None
     assert pol["gpt"]["kl_to_sft"] is None
-    # (8) as many demonstrations as fit the context left by the answer (world v3's first ones are long: few fit 160)
+    # (8) as many demonstrations as fit the context left by the answer (the first ones are long: few fit 160)
     from sample import few_shot_prompts, first_demonstrations
     _, shots = few_shot_prompts(get_tokenizer("bytes"), [json.loads(x) for x in open(world / "prompts_eval.jsonl")],
                                 first_demonstrations(world / "sft_train.jsonl", 3), ckpt["model_args"]["block_size"] - 8)
