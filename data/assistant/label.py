@@ -91,11 +91,11 @@ def main():
             else:
                 r.pop(key, None)
         # a labeler shown the same answer twice ranks it once: only each distinct answer's first copy is kept (the
-        # sampled tokens decide where there are any), so repeats cost the RM and DPO no forward pass
+        # sampled tokens decide where there are any), so repeats cost the RM no forward pass
         seen, keep = set(), []
         for i, y in enumerate(r.get("response_ids", r["responses"])):
-            if json.dumps(y) not in seen:
-                seen.add(json.dumps(y))
+            if (y := json.dumps(y)) not in seen:
+                seen.add(y)
                 keep.append(i)
         for key in ("responses", "finished", "response_ids", "sources"):
             if key in r:
