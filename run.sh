@@ -53,7 +53,8 @@ if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing out
     OUT=${OUT_DIR:-out/tiny}
     DATA=$OUT/data
     PRETRAIN=(--n_layer=2 --n_head=2 --n_embd=32 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2)
-    SFT=(--epochs=0.25 --batch_size=256 --grad_accum=1 --eval_interval=10) RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
+    SFT=(--epochs=0.25 --batch_size=256 --grad_accum=1 --eval_interval=10)
+    RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --vf_warmup=1 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
     EVAL=(--max_new_tokens=8 --best_of=2) FRONT=(--max_new_tokens=8 --best_of=2 --kl_samples=1)
