@@ -191,11 +191,11 @@ def kl_to_sft(ckpt, sft_ckpt, records, cfg, rt, generator, samples=1, temperatur
     if ckpt is sft_ckpt:  # SFT itself: log pi - log pi_sft is 0 on every token, no need to compute it
         return 0.0, [tok.decode(ids) for ids, _ in out]
     total = 0.0
-    for i in range(0, len(prompts), cfg.batch_size):
-        seqs = [p + ids + ([tok.end_id] if done else []) for p, (ids, done) in
-                zip(prompts[i:i + cfg.batch_size], out[i:i + cfg.batch_size])]
-        idx, mask = pad_right(seqs, tok.pad_id, rt.device)                                   # (B, T)
-        start = torch.tensor([len(p) for p in prompts[i:i + cfg.batch_size]], device=rt.device)
+    seqs = sorted(((p + ids + ([tok.end_id] if done else []), len(p)) for p, (ids, done) in zip(prompts, out)),
+                  key=lambda s: len(s[0]))  # similar lengths share a batch: less padding (the sum has no order)
+    for i in range(0, len(seqs), cfg.batch_size):
+        idx, mask = pad_right([s for s, _ in seqs[i:i + cfg.batch_size]], tok.pad_id, rt.device)  # (B, T)
+        start = torch.tensor([n for _, n in seqs[i:i + cfg.batch_size]], device=rt.device)
         total += (answer_logps(policy, idx, mask, start, rt, temperature)
                   - answer_logps(sft, idx, mask, start, rt, temperature)).sum().item()
     return total / len(prompts), [tok.decode(ids) for ids, _ in out]

@@ -276,18 +276,29 @@ def score_rollout(policy, ref, value, rm, seq, mask, P, temperature, chunk, rt):
     """Policy and reference log-probs, entropy, values (all (B, n)) and RM scores (B,) of a rollout batch,
     chunk answers at a time. value None (rloo, grpo: 15): no values."""
     out = {k: [] for k in ("logp", "ref_logp", "entropy", "score") + (("values",) if value is not None else ())}
+    n = seq.size(1) - P
     for i in range(0, seq.size(0), chunk):
-        x, m = seq[i:i + chunk], mask[i:i + chunk]
+        lo, hi = used_columns(mask[i:i + chunk])
+        x, m, p = seq[i:i + chunk, lo:hi], mask[i:i + chunk, lo:hi], P - lo
+        pad = (0, n - (hi - P))  # the answers' columns the chunk did not need come back as 0 (masked everywhere)
         with rt.autocast:
-            logp, logp_all = response_logprobs(policy, x, m, P, temperature)
-            out["logp"].append(logp)
-            out["entropy"].append(-(logp_all.exp() * logp_all).sum(-1))
-            out["ref_logp"].append(response_logprobs(ref, x, m, P, temperature)[0])
+            logp, logp_all = response_logprobs(policy, x, m, p, temperature)
+            out["logp"].append(F.pad(logp, pad))
+            out["entropy"].append(F.pad(-(logp_all.exp() * logp_all).sum(-1), pad))
+            out["ref_logp"].append(F.pad(response_logprobs(ref, x, m, p, temperature)[0], pad))
             if value is not None:
-                out["values"].append(value(x, m)[:, P - 1:-1].float())
+                out["values"].append(F.pad(value(x, m)[:, p - 1:-1].float(), pad))
             out["score"].append(rm(x, m).float() if rm is not None             # (4) at the last real token
                                 else torch.zeros(x.size(0), device=x.device))  # (21) a verifier alone
     return {k: torch.cat(v) for k, v in out.items()}
+
+
+def used_columns(mask):
+    """(9) (lo, hi): the columns of some rows of a batch, mask (B, P + n), that hold a real token of one of them. The
+    others are pads in every row, and positions count from a row's first real token, so leaving them out changes
+    no number; it only saves the work."""
+    cols = mask.any(0).nonzero().squeeze(1)
+    return int(cols[0]), int(cols[-1]) + 1
 
 
 def check_prompt(record):
@@ -484,23 +495,28 @@ if __name__ == "__main__":
             perm = torch.randperm(seq.size(0), generator=g).to(rt.device)
             for s in range(0, seq.size(0), cfg.minibatch_size):
                 mb = perm[s:s + cfg.minibatch_size]
-                m = fmask[mb]
+                lo, hi = used_columns(mask[mb])  # the minibatch's rows, their columns that hold a token
+                x, xm, p = seq[mb, lo:hi], mask[mb, lo:hi], P - lo
+
+                def cut(t):  # (B, n) -> the minibatch's rows, answer columns up to the last one it uses
+                    return t[mb, :hi - P]
+                m = cut(fmask)
                 with rt.autocast:
-                    logp = None if warm else response_logprobs(policy_w, seq[mb], mask[mb], P, cfg.temperature)[0]
-                    v = value_w(seq[mb], mask[mb])[:, P - 1:-1].float() if gae else None
+                    logp = None if warm else response_logprobs(policy_w, x, xm, p, cfg.temperature)[0]
+                    v = value_w(x, xm)[:, p - 1:-1].float() if gae else None
                 loss = 0.0
                 if not warm and cfg.estimator == "rloo":  # (16) REINFORCE on the answer's summed log-prob
-                    pg, clipfrac, approx_kl = reinforce_loss(logp, r["logp"][mb], seq_adv[mb], m, cfg.clip)
+                    pg, clipfrac, approx_kl = reinforce_loss(logp, cut(r["logp"]), seq_adv[mb], m, cfg.clip)
                     loss = pg
                 elif not warm:
-                    pg, clipfrac, approx_kl = policy_loss(logp, r["logp"][mb], advantages[mb], m, cfg.clip)  # (10)
+                    pg, clipfrac, approx_kl = policy_loss(logp, cut(r["logp"]), cut(advantages), m, cfg.clip)  # (10)
                     loss = pg
                 if gae:  # (11); unclipped in the warmup (20): the old values are the RM's guesses it has to leave
-                    vf = value_loss(v, r["values"][mb], returns[mb], m, math.inf if warm else cfg.vf_clip)
+                    vf = value_loss(v, cut(r["values"]), cut(returns), m, math.inf if warm else cfg.vf_clip)
                     loss = loss + cfg.vf_coef * vf
                     stats["vf_loss"].append(vf.item())
                 if cfg.estimator == "grpo":  # (17) beta * k3 to the reference, token-averaged as the surrogate (18)
-                    kl_term = masked_mean(kl_k3(logp * m, r["ref_logp"][mb] * m), m)
+                    kl_term = masked_mean(kl_k3(logp * m, cut(r["ref_logp"]) * m), m)
                     loss = pg + beta * kl_term
                     stats["kl_loss"].append(kl_term.item())
                 if corpus is not None and not warm:  # (12) PPO-ptx: windows of the pretraining corpus
@@ -513,7 +529,7 @@ if __name__ == "__main__":
                     loss = loss + cfg.ptx_coef * ptx
                     stats["ptx_loss"].append(ptx.item())
                 if ratio_first is None and not warm:
-                    ratio_first = masked_mean(torch.exp(logp - r["logp"][mb]), m).item()
+                    ratio_first = masked_mean(torch.exp(logp - cut(r["logp"])), m).item()
                 rt.scaler.scale(loss).backward()
                 clip_and_step(both, optimizer, rt, cfg.grad_clip, loss.item(), it, cfg.out_dir)
                 optimizer.zero_grad(set_to_none=True)

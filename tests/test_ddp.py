@@ -9,6 +9,7 @@ import torch
 
 from conftest import ROOT, TINY_MODEL, read, run
 from test_ppo import tiny_checkpoints
+from test_reward import synthetic_comparisons
 
 
 def torchrun(*args, env=None):
@@ -50,6 +51,23 @@ def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_
     torchrun(*common, f"--out_dir={tmp_path / 'ddp'}")
     run(*common, "--grad_accum=2", f"--out_dir={tmp_path / 'one'}")
     assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+
+
+def test_reward_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_pt, tmp_path):
+    """Each rank forwards its prompts' answers in two halves before one backward (reward.batch_scores)."""
+    data = tmp_path / "data"
+    synthetic_comparisons(world, data)
+    for name in ("prefs_train.jsonl", "prefs_val.jsonl"):  # 4 steps of 4 prompts, 8 to validate on
+        (data / name).write_text("".join(open(data / name).readlines()[:16 if "train" in name else 8]))
+    common = ["reward.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--epochs=1", "--learning_rate=3e-3",
+              "--warmup_iters=1", "--norm_prompts=4", "--norm_max_new_tokens=6"]
+    torchrun(*common, "--batch_prompts=2", f"--out_dir={tmp_path / 'ddp'}")
+    run(*common, "--batch_prompts=4", f"--out_dir={tmp_path / 'one'}")
+    ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    # the loss sees only differences of scores, so the two parameters that add a constant to every score (ln_f's
+    # and the head's bias) get a gradient of 0 plus rounding, which Adam's normalisation turns into steps of lr
+    shift = ("gpt.transformer.ln_f.bias", "head.bias")
+    assert_same({k: v for k, v in ddp.items() if k not in shift}, one)
 
 
 def test_ppo_runs_on_two_ranks(world, tmp_path):

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from conftest import run
 from model import GPTConfig
-from reward import RewardModel, kway_loss, load_reward_model, mean_demonstration_score, pairwise_accuracy, \
-    load_comparisons, policy_samples, score_sequences
+from reward import RewardModel, batch_scores, kway_loss, load_reward_model, mean_demonstration_score, \
+    pairwise_accuracy, load_comparisons, policy_samples, score_sequences
 from common import load_checkpoint, model_from_checkpoint, setup
 from tokenizer import get_tokenizer
 from conftest import read
@@ -31,6 +31,25 @@ def test_score_is_read_at_the_last_real_token_whatever_the_padding():
     # reading at the last position of the padded row (a pad) would give something else
     h = rm.gpt.hidden_states(*right)
     assert not torch.allclose(rm.head(h[:, -1]).squeeze(-1)[0], alone[0], atol=1e-3)
+
+
+def test_batch_scores_in_two_length_sorted_halves_equal_one_padded_batch_with_the_same_gradient():
+    torch.manual_seed(0)
+    rm = RewardModel(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32))
+    seqs = [[5, 9, 2, 7], [7, 1, 4, 4, 8, 3, 11, 2, 9, 9, 1], [13, 6], [3] * 20, [8, 2, 2]]
+    T = max(map(len, seqs))
+    idx = torch.tensor([s + [0] * (T - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
+    weights = torch.arange(1.0, 6.0)  # a loss that tells the answers apart, so a wrong order shows in the gradient
+    one = rm(idx, mask)
+    (one * weights).sum().backward()
+    grads = [p.grad.clone() for p in rm.parameters()]
+    rm.zero_grad()
+    two = batch_scores(rm, seqs, 0, setup("cpu"))
+    (two * weights).sum().backward()
+    assert torch.allclose(two, one, atol=1e-5)
+    for g, p in zip(grads, rm.parameters()):
+        assert torch.allclose(p.grad, g, atol=1e-5)
 
 
 def test_kway_loss_by_hand_with_a_tie_and_gradients_only_through_untied_pairs():
