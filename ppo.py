@@ -3,7 +3,7 @@ PPO with a KL penalty: InstructGPT's third stage. The SFT policy answers prompts
 them, and PPO moves the policy toward higher scores while a per-token KL penalty keeps it near the SFT model. RLOO and
 GRPO replace the value model with the other answers to the same prompt (15-19); a verifier can join the RM (21).
 
-    python ppo.py                                   # out/sft + out/reward -> out/ppo (~3 minutes on 2 CPU cores)
+    python ppo.py                                   # out/sft + out/reward -> out/ppo (~2 minutes on 2 CPU cores)
     python ppo.py --estimator=rloo --out_dir=out/rloo    # RLOO: 16 prompts x 4 answers an iteration, no value model
     python ppo.py --estimator=grpo --out_dir=out/grpo    # GRPO: group-normalised scores, the KL as a k3 loss term
     python ppo.py --beta=0 --out_dir=out/ppo_beta0  # no KL penalty: the RM score climbs, the gold score does not
