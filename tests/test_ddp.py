@@ -25,8 +25,13 @@ def weights(path):
 
 
 def assert_same(a, b):
+    """The same weights, but for the key third of each c_attn.bias: its true gradient is 0 (q . b_k is the same for
+    every key of a query, and softmax cancels it), so it gets rounding alone, which Adam's normalisation turns into
+    steps of up to lr, different for every summation order (the ranks run one thread, this process two)."""
+    no_key_bias = lambda v: torch.cat([v[:len(v) // 3], v[2 * len(v) // 3:]])
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), (k, (a[k] - b[k]).abs().max())
+        x, y = (no_key_bias(a[k]), no_key_bias(b[k])) if k.endswith("c_attn.bias") else (a[k], b[k])
+        assert torch.allclose(x, y, atol=1e-5), (k, (x - y).abs().max())
 
 
 def test_pretrain_two_ranks_equal_one_process_with_the_same_global_batch(pycode, tmp_path):
@@ -65,7 +70,7 @@ def test_reward_two_ranks_equal_one_process_with_the_same_global_batch(world, ti
     run(*common, "--batch_prompts=4", f"--out_dir={tmp_path / 'one'}")
     ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     # the loss sees only differences of scores, so the two parameters that add a constant to every score (ln_f's
-    # and the head's bias) get a gradient of 0 plus rounding, which Adam's normalisation turns into steps of lr
+    # and the head's bias) have a true gradient of 0 too: left out, as assert_same leaves out the key bias
     shift = ("gpt.transformer.ln_f.bias", "head.bias")
     assert_same({k: v for k, v in ddp.items() if k not in shift}, one)
 
