@@ -18,9 +18,8 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
  2. Loss for a prompt with K ranked answers (InstructGPT eq. 1): the mean over its untied pairs (w ranked better
     than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
     comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
- 3. Two epochs, AdamW with warmup and cosine decay, dropout off. Deviation: InstructGPT trains one (more overfit its
-    RMs, from 50k+ prompts); from this world's 1000 labeling prompts a second epoch learns the weakest form axis
-    better at no cost in held-out accuracy.
+ 3. One epoch (InstructGPT: more overfits an RM), AdamW with warmup and cosine decay, dropout off. The world has
+    2000 labeling prompts: an RM generalises an axis across prompts, not across more passes over the same ones.
  4. Normalisation, after training: the head's weight and bias are multiplied by 1 / std of the RM's scores of fresh
     answers of the SFT policy at PPO's temperature and length limit (norm_temperature, norm_max_new_tokens; keep
     them equal to ppo.py's) to the first norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1
@@ -57,7 +56,7 @@ class Config:
     data_dir: str = "data/assistant"  # prefs_train/val.jsonl (label.py); sft_train.jsonl, prompts_rl.jsonl (for 4)
     init_from: str = "out/sft"        # the SFT checkpoint whose trunk the RM starts from
     out_dir: str = "out/reward"       # checkpoint and log.jsonl go here
-    epochs: int = 2                   # (3)
+    epochs: int = 1                   # (3)
     batch_prompts: int = 8            # prompts per step per process, each with all its K answers
     norm_prompts: int = 256           # (4) RL prompts whose fresh SFT answers set the RM's unit
     norm_max_new_tokens: int = 64     # (4) their length limit: PPO's

@@ -116,7 +116,7 @@ P_TAIL = 0.35        # of the mediocre demonstrations on an axis, the share writ
 # Each prompt file's families and their shares. The labeling prompts lean toward the families whose preference
 # axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too). Harmful requests
 # come in 10 templates, and the RM learns "polite beats curt" template by template, so each template needs enough
-# labeling prompts: 15% of 1000 (evidence: docs/experiments.md).
+# labeling prompts: 15% of them (evidence: docs/experiments.md).
 MIX = {"knowledge": 0.18, "transform": 0.12, "arithmetic": 0.10, "refusal": 0.12, "multiturn": 0.08,
        "constraint": 0.14, "twopart": 0.14, "unknown": 0.12}
 LABEL_MIX = {"knowledge": 0.09, "transform": 0.07, "arithmetic": 0.06, "refusal": 0.15, "multiturn": 0.05,
@@ -379,7 +379,7 @@ def corpus(rng, world, pairs, items, n_docs):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, n_eval=240):
+def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, n_eval=240):
     """The world and every file's records: (world, {file name: records}, corpus documents, held-out parts).
 
     Held out for evaluation: a quarter of the facts (only eval's knowledge prompts ask them), a sixth of the word
@@ -435,7 +435,9 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
             evals.append({**rec, "held_out": fields["family"] in ("knowledge", "transform", "arithmetic"),
                           "edits": edits(rec), "edits_held_out": edits(rec, held_out=True)})
     out = {"prompts_eval": evals}
-    for name, n in (("sft_train", n_sft), ("sft_val", n_sft // 20), ("prompts_label", n_label), ("prompts_rl", n_rl)):
+    def draw(name, n):
+        """n records of a training file (the demonstrations' ideal twins beside sft_*'s), none of them an eval
+        prompt."""
         rows, goods = [], []
         while len(rows) < n:
             mix, kinds = (LABEL_MIX, LABEL_KINDS) if name == "prompts_label" else (MIX, KINDS)
@@ -449,11 +451,20 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=1000, n_rl=1000, 
                 goods.append({**rows[-1], "messages": good + [{"role": "assistant", "content": fields["ideal"]}]})
             else:
                 rows.append({"messages": msgs, **fields})
-        out[name] = rows
+        return rows, goods
+
+    first_label = min(n_label, 1000)
+    for name, n in (("sft_train", n_sft), ("sft_val", n_sft // 20), ("prompts_label", first_label),
+                    ("prompts_rl", n_rl)):
+        out[name], goods = draw(name, n)
         if name.startswith("sft"):  # the same conversations, every answer the ideal one
             out["good/" + name] = goods
     held = {"facts": eval_facts, "items": eval_items, "pairs": eval_pairs}
-    return world, out, corpus(rng, world, pairs, items, n_docs), held
+    docs = corpus(rng, world, pairs, items, n_docs)
+    # Labeling prompts beyond the first 1000 are drawn last, so that every other file is the one the world had when
+    # it labeled 1000: the doubling was measured with the corpus, demonstrations and RL prompts unchanged.
+    out["prompts_label"] += draw("prompts_label", n_label - first_label)[0]
+    return world, out, docs, held
 
 
 def main():
