@@ -63,7 +63,8 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert good["config"]["data_dir"] == str(tmp_path / "data" / "good") and good["parent"] == str(tmp_path / "pretrain")
     assert rft["parent"] == str(tmp_path / "sft")
     picks = [json.loads(line) for line in open(tmp_path / "rft_data" / "sft_train.jsonl")]
-    assert len(picks) == 1000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
+    n_label = sum(1 for _ in open(tmp_path / "data" / "prompts_label.jsonl"))  # one pick per labeling prompt
+    assert len(picks) == n_label == 2000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
                                                                   "grpo_verifier", "ppo_rm_verifier", "ppo_r2",
