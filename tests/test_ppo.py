@@ -398,3 +398,28 @@ def test_a_verifier_as_the_reward_alone_or_beside_the_rm(world, tmp_path):
         proc = run("ppo.py", *common, f"--reward={bad}", f"--out_dir={tmp_path / 'bad'}", check=False)
         assert proc.returncode == 1 and says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_an_rm_larger_than_the_policy_scores_it_and_its_value_model_takes_the_rms_shape(world, tmp_path):
+    """InstructGPT trained one 6B RM (and value model) for policies of 1.3B to 175B: the RM's shape is its own. Here a
+    3-layer, 48-wide RM for the 2-layer, 32-wide policy: PPO runs and resumes, the value model is the RM's shape."""
+    sft, _ = tiny_checkpoints(tmp_path, dropout=0.0)
+    config = GPTConfig(n_layer=3, n_head=2, n_embd=48, block_size=160, vocab_size=320, dropout=0.0)
+    torch.manual_seed(1)
+    rm = RewardModel(config)
+    save_checkpoint(tmp_path / "big_rm", {"model": rm.state_dict(), "model_args": vars(config).copy(),
+                                          "tokenizer": "bytes", "stage": "reward", "parent": None, "config": {},
+                                          "step": 0, "val_accuracy": 0.5, "length_baseline_accuracy": 0.5})
+    out = tmp_path / "ppo"
+    args = ["ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={tmp_path / 'big_rm'}",
+            f"--out_dir={out}", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--vf_warmup=1"]
+    run(*args, "--max_iters=2")
+    run(*args, "--max_iters=3", "--resume")
+    log = read(out / "log.jsonl")
+    assert [l["step"] for l in log] == [0, 1, 2, 3]
+    assert all(math.isfinite(l["rm_score"]) and math.isfinite(l["vf_loss"]) for l in log)
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["model"]["transformer.wte.weight"].shape == (320, 32)      # the policy keeps its shape
+    assert ckpt["value"]["gpt.transformer.wte.weight"].shape == (320, 48)  # the value model is the RM's
+    assert len({k for k in ckpt["value"] if k.startswith("gpt.transformer.h.")}) == 3 * len(
+        {k for k in ckpt["model"] if k.startswith("transformer.h.0.")})
