@@ -194,14 +194,15 @@ def test_rollout_logprobs_equal_a_fresh_forward_on_the_left_padded_batch():
             assert torch.allclose(ref[0] * rmask[b], logp[b] * rmask[b], atol=1e-5)
 
 
-def tiny_checkpoints(tmp_path, dropout=0.1):
-    """A random tiny SFT policy (with dropout in its config, as sft.py --dropout=0.1 leaves it) and a random tiny RM."""
+def tiny_checkpoints(tmp_path, dropout=0.1, **rm_shape):
+    """A random tiny SFT policy (with dropout in its config, as sft.py --dropout=0.1 leaves it) and a random tiny RM,
+    the policy's shape unless rm_shape overrides some of it (n_layer=3, n_embd=48)."""
     torch.manual_seed(0)
     config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=160, vocab_size=320, dropout=dropout)
     sft = GPT(config)
     save_checkpoint(tmp_path / "sft", {"model": sft.state_dict(), "model_args": vars(config).copy(),
                                        "tokenizer": "bytes", "stage": "sft", "parent": None, "config": {}, "step": 0})
-    rm = RewardModel(GPTConfig(**{**vars(config), "dropout": 0.0}))
+    rm = RewardModel(GPTConfig(**{**vars(config), "dropout": 0.0, **rm_shape}))
     save_checkpoint(tmp_path / "rm", {"model": rm.state_dict(), "model_args": vars(rm.gpt.config).copy(),
                                       "tokenizer": "bytes", "stage": "reward", "parent": None, "config": {},
                                       "step": 0, "val_accuracy": 0.5, "length_baseline_accuracy": 0.5})
@@ -403,15 +404,9 @@ def test_a_verifier_as_the_reward_alone_or_beside_the_rm(world, tmp_path):
 def test_an_rm_larger_than_the_policy_scores_it_and_its_value_model_takes_the_rms_shape(world, tmp_path):
     """InstructGPT trained one 6B RM (and value model) for policies of 1.3B to 175B: the RM's shape is its own. Here a
     3-layer, 48-wide RM for the 2-layer, 32-wide policy: PPO runs and resumes, the value model is the RM's shape."""
-    sft, _ = tiny_checkpoints(tmp_path, dropout=0.0)
-    config = GPTConfig(n_layer=3, n_head=2, n_embd=48, block_size=160, vocab_size=320, dropout=0.0)
-    torch.manual_seed(1)
-    rm = RewardModel(config)
-    save_checkpoint(tmp_path / "big_rm", {"model": rm.state_dict(), "model_args": vars(config).copy(),
-                                          "tokenizer": "bytes", "stage": "reward", "parent": None, "config": {},
-                                          "step": 0, "val_accuracy": 0.5, "length_baseline_accuracy": 0.5})
+    sft, rm = tiny_checkpoints(tmp_path, dropout=0.0, n_layer=3, n_embd=48)
     out = tmp_path / "ppo"
-    args = ["ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={tmp_path / 'big_rm'}",
+    args = ["ppo.py", f"--data_dir={world}", f"--init_from={sft}", f"--reward={rm}",
             f"--out_dir={out}", "--batch_size=8", "--minibatch_size=4", "--max_new_tokens=8", "--vf_warmup=1"]
     run(*args, "--max_iters=2")
     run(*args, "--max_iters=3", "--resume")
