@@ -21,8 +21,8 @@ Sources: InstructGPT (Ouyang et al. 2022), Ziegler et al. 2019, PPO and GAE (Sch
 al. 2024, "The N+ implementation details of RLHF with PPO"), RLOO (Ahmadian et al. 2024), GRPO (Shao et al. 2024).
  1. Four models: policy and frozen reference (the SFT model), the frozen RM, and a value model that starts as the RM,
     trunk and head as reward.py saved them, read at every position (InstructGPT C.4; N+). Dropout off in all (N+).
- 2. Rollouts: prompts_rl.jsonl, left-padded, sampled at temperature T, no top-k / top-p (N+: the sampler's log-probs).
- 3. Log-probs of policy and reference in one forward pass with logits / T (N+), on the answer up to its first <|end|>.
+ 2. Rollouts: prompts_rl.jsonl, left-padded, sampled at temperature T, no top-k / top-p (so (3) is the sampler's; N+).
+ 3. Log-probs: one forward pass per model (policy, reference) over prompt + answer, logits / T (N+), to its <|end|>.
  4. Score: the RM at the answer's last real token, normalised by reward.py (4): scaled so that the SFT policy's fresh
     answers to RL prompts have std 1, shifted so that the demonstrations score 0 on average; minus missing_eos_penalty
     for an answer cut by the length limit without <|end|> (N+'s "EOS trick").
@@ -54,8 +54,8 @@ al. 2024, "The N+ implementation details of RLHF with PPO"), RLOO (Ahmadian et a
     and not the objectives; PPO's lr. "tied" logs the share of groups whose k rewards are equal (no gradient).
 20. Value warmup (Yuan et al. 2025, VC-PPO): for vf_warmup iterations the policy stands still and the value model
     alone fits the returns of SFT's answers, unclipped, at vf_warmup_lr (no checkpoint, beta fixed). Why: the RM's
-    score of a bare prompt is not the return of its answers; against that wrong baseline every sampled answer can
-    look good, and PPO's clip lets the common answer grow faster than a rarer one the RM prefers.
+    score of a bare prompt is not its answers' return (on harmful requests, far below its refusals'): every answer's
+    first token gets a positive advantage, and PPO's clip lets the common one grow faster than a rarer, preferred one.
 21. RLVR (Tülu 3): --reward is an RM, a verifier .py (verify(record, response) -> float or None), or both (their sum,
     the verifier's times verifier_coef). A verifier alone: the prompts it checks; value model SFT's trunk, zero head.
 """
@@ -257,7 +257,7 @@ class ValueModel(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.gpt = GPT(config)
-        self.head = nn.Linear(config.n_embd, 1)
+        self.head = nn.Linear(config.n_embd, 1)  # replaced by the RM's head (or zeros, 21) before training
 
     def forward(self, idx, attention_mask):
         return self.head(self.gpt.hidden_states(idx, attention_mask)).squeeze(-1)
@@ -440,7 +440,7 @@ if __name__ == "__main__":
         warm = it < 0  # (20) the policy stands still; the value model alone fits the returns of SFT's answers
         # ---- (2) rollout: this rank's prompts, left-padded, sampled at temperature T; a pure function of (seed, it)
         t0 = time.time()
-        epoch, i = divmod(it * per_iter, len(prompts))
+        epoch, i = divmod(it * per_iter, len(prompts))  # warmup: it < 0, epoch -1's last prompts
         order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
         order = order + torch.randperm(len(prompts), generator=torch.Generator().manual_seed(cfg.seed + epoch + 1)
                                        ).tolist()  # the batch may run past the end of this epoch's order

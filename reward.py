@@ -25,9 +25,10 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     them equal to ppo.py's) to the first norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1
     (lm-human-preferences and N+ normalise on policy samples), so PPO's value clip, KL coefficient and
     missing_eos_penalty (1 = one std) mean the same whatever scale the RM learned. Then the bias is shifted so that
-    the demonstrations (the final answers of sft_train.jsonl's first 1000 records) score 0 on average (InstructGPT):
+    the demonstrations (sft_train.jsonl's first 1000 records' final answers) score 0 on average (InstructGPT):
     a constant the advantages never see (the value baseline and the group means absorb it), it makes a logged score
-    read against the demonstrations. Both are folded into the head; the checkpoint records them (gain, bias_shift).
+    read against the demonstrations. Both are folded into the head; the checkpoint records them (gain, bias_shift:
+    the amount subtracted from the bias).
  5. Held-out pairwise accuracy on prefs_val.jsonl (ranked without labeler noise), next to a "longer answer wins"
     baseline on the same pairs, is printed and saved in the checkpoint (stage "reward").
  6. Best-of-n (WebGPT's rejection sampling, Nakano et al. 2021): n answers to a prompt sampled in one batched
