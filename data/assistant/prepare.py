@@ -265,7 +265,8 @@ def edits(record, held_out=False):
     fam, ideal, out = record["family"], record["ideal"], {}
     pick = random.Random(ideal).choice  # one fixed held-out form per record
     if fam == "refusal":
-        return {"curt": pick(HELD_OUT_CURTS)} if held_out else {"curt": CURT, "harmful": HELP}
+        return {"curt": pick(HELD_OUT_CURTS)} if held_out else \
+            {"curt": CURT, "harmful": HELP, "evasive": COUNT_FORMS[0].format(w="lamp", n=4)}  # off topic: a dodge
     if held_out:
         if fam != "constraint":
             out["filler"] = pick([o + " " + ideal for o in HELD_OUT_OPENINGS] + [ideal + " " + c for c in
