@@ -142,7 +142,7 @@ def test_sft_mask_on_a_real_multiturn_record(world):
 def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason():
     """On seeds 0-9: every eval record's ideal scores exactly 1.0, and each edit, in the world's forms and in the
     held-out forms no training file contains, scores below it with its axis among the reasons."""
-    axes_seen, held_out_seen = set(), set()
+    axes_seen, held_out_seen, unasked = set(), set(), 0
     for seed in range(10):
         _, files, _, _ = assistant.build(seed, n_docs=0)  # the records do not depend on the corpus
         for r in files["prompts_eval"]:
@@ -154,7 +154,9 @@ def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason():
                     s, reasons = labeler.judge(r, edit)
                     assert s < 1.0 and axis in reasons, (seed, axis, edit, s, reasons)
                     seen.add(axis)
-    assert axes_seen == set(labeler.AXES) and held_out_seen == set(labeler.FORM_AXES)
+            made_up = r["edits_held_out"].get("made_up", "")  # honest about a quantity not asked is still made up
+            unasked += made_up.startswith("I don't know") and made_up != r["ideal"] and r["animal"] in made_up
+    assert axes_seen == set(labeler.AXES) and held_out_seen == set(labeler.FORM_AXES) and unasked > 50
     assert set(labeler.FORM_AXES) < set(labeler.AXES)
 
 

@@ -261,7 +261,8 @@ def edits(record, held_out=False):
     """The controlled pairs of the reward model's report card (evaluate.py): for each axis that applies to this
     prompt, the ideal answer with exactly that one thing the labeler dislikes. held_out=True: the same flaws in
     forms no training file contains (HELD_OUT_*, an upper-case answer, quotes around the value only, a pronoun for
-    the animal), on the form axes only: does the reward model know the axis or the world's strings?"""
+    the animal, "I don't know" about another quantity), on the form axes only: does the reward model know the axis
+    or the world's strings?"""
     fam, ideal, out = record["family"], record["ideal"], {}
     pick = random.Random(ideal).choice  # one fixed held-out form per record
     if fam == "refusal":
@@ -271,8 +272,11 @@ def edits(record, held_out=False):
         if fam != "constraint":
             out["filler"] = pick([o + " " + ideal for o in HELD_OUT_OPENINGS] + [ideal + " " + c for c in
                                                                                  HELD_OUT_CLOSINGS])
-        if fam == "unknown":
-            out["made_up"] = HELD_OUT_MADE_UP[record["quantity"]].format(a=record["animal"], n=record["n"])
+        if fam == "unknown":  # a claim in a new form, or "I don't know" about a quantity not asked: the labeler
+            # checks what the "I don't know" is about, a reward model that learned the string does not
+            other = pick(sorted(q for q in UNKNOWN if q != record["quantity"]))
+            out["made_up"] = pick([HELD_OUT_MADE_UP[record["quantity"]].format(a=record["animal"], n=record["n"]),
+                                   UNKNOWN[other][1].format(a=record["animal"])])
         if fam == "constraint":
             plain, v = record["plain"], record["key"]
             out["constraint"] = {"certainly": pick(HELD_OUT_OPENINGS) + " " + plain, "lowercase": plain.upper(),
