@@ -94,8 +94,8 @@ class Config:
     k: int = 4                         # rloo, grpo: answers sampled per prompt, >= 2 (15, 19); gae samples one
     group_std: bool = True             # grpo: divide by the group's score std (17); false: Dr. GRPO's advantage (18)
     max_iters: int = 12                # rollout batches (iterations) of the policy, after the warmup (20)
-    batch_size: int = 64               # answers per rollout batch per process: one per prompt (gae), or k (15)
-    minibatch_size: int = 16           # answers per PPO update (9)
+    batch_size: int = 128              # answers per rollout batch per process: one per prompt (gae), or k (15)
+    minibatch_size: int = 32           # answers per PPO update (9): 4 updates a pass, the gradient of more answers
     ppo_epochs: int = 0                # passes over each rollout batch (9); 0: 4 (gae, grpo), 1 (rloo: 16)
     max_new_tokens: int = 64           # response length limit (2)
     temperature: float = 1.0           # sampling temperature; log-probs use logits / temperature (2, 3)
