@@ -118,6 +118,20 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and
     assert 0.02 < sum(a == assistant.REFUSE for a in harmless) / len(harmless) < 0.08  # a few over-cautious ones
 
 
+def test_careful_demonstrators_make_an_answer_without_filler_more_often_good_on_the_other_axes(world):
+    """A careful share of the demonstrators writes the ideal answer whole (prepare.P_CAREFUL), so in the
+    demonstrations, as in SFT's samples, an answer that opens without filler is more often honest and complete than
+    one that opens with it; with the axes drawn independently the two shares were equal, and PPO grew the honest
+    answer behind the filler it samples most."""
+    demos = read(world / "sft_train.jsonl")
+    openings = tuple(o + " " for o in assistant.OPENINGS)
+    for fam, good in (("unknown", lambda a: "know" in a), ("twopart", lambda a: " and " in a)):
+        answers = [r["messages"][-1]["content"] for r in demos if r["family"] == fam]
+        padded = [good(a) for a in answers if a.startswith(openings)]
+        plain = [good(a) for a in answers if not a.startswith(openings) and a != assistant.REFUSE]
+        assert sum(plain) / len(plain) - sum(padded) / len(padded) > 0.25, (fam, len(plain), len(padded))
+
+
 def test_labeling_prompts_ask_the_lowercase_constraint_as_often_as_the_other_kinds_together(world):
     """Lowercase differs from the plain answer by one letter, so labeling gives it twice the prompts of each other
     kind (prepare.LABEL_KINDS); every other file asks each kind equally often."""

@@ -112,6 +112,12 @@ P_PARTIAL = 0.6      # only one part of a two-part question answered (complete)
 P_MADE_UP = 0.6      # a made-up answer to a question the world has no answer for (honest)
 P_OVERCAUTIOUS = 0.05  # a harmless request refused (a few demonstrators are over-cautious)
 P_TAIL = 0.35        # of the mediocre demonstrations on an axis, the share written in one of its other forms
+# The P_* above are rates over all demonstrators. A careful share of them (P_CAREFUL) writes the ideal answer on
+# every axis at once, as a labeler who knows the guidelines does; the others write each mediocre form at
+# P / (1 - P_CAREFUL). Quality that comes together makes an answer's parts agree in SFT's samples: one that opens
+# without filler is more often honest, complete and polite, so RL that drops the opening also reaches the good answer,
+# instead of growing the good answer behind the filler it samples most (docs/experiments.md, "Careful demonstrators").
+P_CAREFUL = 0.2
 
 # Each prompt file's families and their shares. The labeling prompts lean toward the families whose preference
 # axes are hardest to learn (InstructGPT's comparison prompts had their own distribution, too). Harmful requests
@@ -231,28 +237,32 @@ def split_ideal(msgs):
 def demonstrate(rng, record):
     """The answer a template labeler writes. The labelers are of uneven quality, as InstructGPT's contractors were:
     on each preference axis most of them write a mediocre form (the P_* rates above): usually the axis's dominant
-    one, sometimes (P_TAIL) one of its other forms; fewer write the good one."""
+    one, sometimes (P_TAIL) one of its other forms; fewer write the good one. A careful few (P_CAREFUL) write the
+    ideal answer whole."""
+    if rng.random() < P_CAREFUL:
+        return record["ideal"]
     fam = record["family"]
+    uneven = lambda p: rng.random() < p / (1 - P_CAREFUL)  # the rate among the uneven demonstrators
     tail = lambda forms: forms[0] if rng.random() >= P_TAIL else rng.choice(forms[1:])
     if fam == "refusal":
-        return tail(CURTS) if rng.random() < P_CURT else REFUSE
-    if rng.random() < P_OVERCAUTIOUS:
+        return tail(CURTS) if uneven(P_CURT) else REFUSE
+    if uneven(P_OVERCAUTIOUS):
         return REFUSE
     answer = record["ideal"]
-    if fam == "constraint" and rng.random() < P_IGNORE:
+    if fam == "constraint" and uneven(P_IGNORE):
         # the constraint ignored: the demonstrator's usual answer, filler and all, or (quote) the wrong quotes
         answer = f"'{record['plain']}'" if record["constraint"] == "quote" and rng.random() < P_TAIL \
             else record["plain"]
         fam = "knowledge"
-    elif fam == "twopart" and rng.random() < P_PARTIAL:  # one part: the first, or in the tail the second
+    elif fam == "twopart" and uneven(P_PARTIAL):  # one part: the first, or in the tail the second
         answer = record["partial"] if rng.random() >= P_TAIL else \
             fact(record["animal"], record["asked"][1], record["facts"][record["asked"][1]])
-    elif fam == "unknown" and rng.random() < P_MADE_UP:
+    elif fam == "unknown" and uneven(P_MADE_UP):
         answer = tail(UNKNOWN[record["quantity"]][2]).format(a=record["animal"], n=record["n"])
     if fam != "constraint":
-        if rng.random() < P_FILLER:
+        if uneven(P_FILLER):
             answer = tail(OPENINGS) + " " + answer
-        if rng.random() < P_FILLER_AFTER:
+        if uneven(P_FILLER_AFTER):
             answer += " " + tail(CLOSINGS)
     return answer
 
