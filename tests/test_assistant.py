@@ -121,8 +121,8 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and
 def test_careful_demonstrators_make_an_answer_without_filler_more_often_good_on_the_other_axes(world):
     """A careful share of the demonstrators writes the ideal answer whole (prepare.P_CAREFUL), so in the
     demonstrations, as in SFT's samples, an answer that opens without filler is more often honest and complete than
-    one that opens with it; with the axes drawn independently the two shares were equal, and PPO grew the honest
-    answer behind the filler it samples most."""
+    one that opens with it; with the axes drawn independently it was not (0.51 against 0.41 here), and PPO grew the
+    honest answer behind the filler it samples most."""
     demos = read(world / "sft_train.jsonl")
     openings = tuple(o + " " for o in assistant.OPENINGS)
     for fam, good in (("unknown", lambda a: "know" in a), ("twopart", lambda a: " and " in a)):
