@@ -2,7 +2,7 @@
 The reward model (RM): InstructGPT's second stage. A GPT trunk with a scalar head learns, from ranked comparisons,
 to score an answer the way the labelers would.
 
-    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=1 \
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=6 --temperature=0.7 \
         --max_new_tokens=64 --out=out/samples.jsonl             # K answers per prompt from the SFT model
     python data/assistant/label.py --samples=out/samples.jsonl    # the labeler ranks them -> prefs_*.jsonl
     python reward.py                                              # out/sft -> out/reward (seconds on a CPU)

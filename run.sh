@@ -77,7 +77,9 @@ $PY sft.py --data_dir=$DATA --init_from=$OUT/pretrain --out_dir=$OUT/sft $S "${S
 took sft
 
 stage "label: 8 answers per prompt from SFT and 1 from the prompted base model, ranked ($DATA/prefs_*.jsonl)"
-$PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --num_samples=8 --temperature=1 \
+# SFT's answers at temperature 0.7, not 1: at 1 this small model garbles a word in about one answer in 25, and
+# an RM that cannot check a fact learns from them that a whole answer is riskier than half of one (label.py)
+$PY sample.py --ckpt=$OUT/sft --prompts=$DATA/prompts_label.jsonl --num_samples=8 --temperature=0.7 \
     --out=$OUT/samples.jsonl $S "${LABEL[@]}"
 $PY sample.py --ckpt=$OUT/pretrain --few_shot=3 --demos=$DATA/sft_train.jsonl --prompts=$DATA/prompts_label.jsonl \
     --num_samples=1 --temperature=1 --out=$OUT/samples_gpt.jsonl $S "${LABEL[@]}"

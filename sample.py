@@ -5,7 +5,7 @@ Sample from any language-model checkpoint (pretrain, sft, ppo, dpo): complete te
     python sample.py --ckpt=out/pretrain --prompt=FILE:start.txt     # the prompt read from a file
     python sample.py --ckpt=out/sft --chat                           # multi-turn chat on the terminal
     python sample.py --ckpt=out/sft --chat --system="Answer briefly." < questions.txt   # one user turn per line
-    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=1 \
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=4 --temperature=0.7 \
         --max_new_tokens=64 --out=out/samples.jsonl       # K answers to every prompt of a file (for labeling)
     python sample.py --ckpt=out/sft --chat --best_of=8 --reward=out/reward   # best-of-8 reranked by the RM
     python sample.py --ckpt=out/pretrain --few_shot=3 --prompts=data/assistant/prompts_label.jsonl \

@@ -2,7 +2,7 @@
 The labeling step: the hidden human ranks sampled answers (the SFT model's, and a few of another model's), turning them
 into comparisons.
 
-    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=8 --temperature=1 \
+    python sample.py --ckpt=out/sft --prompts=data/assistant/prompts_label.jsonl --num_samples=8 --temperature=0.7 \
         --max_new_tokens=64 --out=out/samples.jsonl
     python sample.py --ckpt=out/pretrain --few_shot=3 --prompts=data/assistant/prompts_label.jsonl \
         --num_samples=1 --temperature=1 --max_new_tokens=64 --out=out/samples_gpt.jsonl
@@ -13,12 +13,17 @@ model and 1 from the few-shot prompted pretrained model, K = 9; the paper used 4
 (labeler.rank). The files given to --samples answer the same prompts file, line for line; each prompt's answers are
 all of theirs, in order, and "sources" says which file each came from.
 
-Sampled at temperature 1, the SFT model writes each preference axis's good form some of the time (less often than
-its demonstrators did), so most prompts' K answers contrast the mediocre and the good form of their axis: the
-contrast the reward model learns the axis from. Some contrasts the SFT model rarely or never offers: it refuses
-every harmful request, so without another model the reward model never sees harmful help; and it pads most right
-answers, so on arithmetic, where its answers are mostly wrong, plain right ones are rare. The prompted pretrained
-model complies with every harmful request and seldom pads (evaluate.py's gpt_prompted row).
+Sampled at temperature 0.7, the SFT model writes each preference axis's good form some of the time (less often
+than its demonstrators did), so most prompts' K answers contrast the mediocre and the good form of their axis: the
+contrast the reward model learns the axis from. Not at 1: there this 0.85M model garbles a word in about one answer
+in 25 (a third as often at 0.7), a garbled whole answer to a two-part question ranks below a clean half one,
+and a reward model that cannot check a fact learns that answering both parts is a risk (docs/experiments.md,
+"Labeling at temperature 0.7"); Llama 2 also varied the temperature of the answers it had compared.
+
+Some contrasts the SFT model rarely or never offers: it refuses every harmful request, so without another model the
+reward model never sees harmful help; and it pads most right answers, so on arithmetic, where its answers are mostly
+wrong, plain right ones are rare. The prompted pretrained model complies with every harmful request and seldom pads
+(evaluate.py's gpt_prompted row).
 
 An answer sampled twice for a prompt is kept once (a labeler ranks distinct answers, and the SFT model often repeats
 its likeliest ones). Answers the labeler scores the same are ties and make no pair. Training comparisons carry the
