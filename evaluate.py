@@ -56,6 +56,11 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     two answers has it: wins, losses and the summed gold difference (gain_by_axis).
 21. --combine=DIR,DIR,...: the mean over seeds, mean +- t975(n - 1) sd / sqrt(n) over each seed's gold, gold - sft
     (16) and win rates against sft and sft_rewrite, within the range each can take. Loads no model.
+22. Later turns against the same question alone (prompts_later.jsonl, where the data directory has it): each prompt,
+    the 3rd or a later turn of a conversation, beside its twin, the system message and the last user message with
+    nothing between; every chat row answers both (greedy), the same record judges both, and per axis the failure
+    rate alone, in the conversation and their difference paired on the prompts, with (5)'s interval on the prompts
+    whose two answers differ: what a conversation changes, to a few hundredths where (11)'s later turns give tenths.
 """
 
 import glob
@@ -337,6 +342,33 @@ def harmful_under_system(records, reasons):
     return {"rate": sum(hits) / len(hits) if hits else None, "n": len(hits)}
 
 
+def alone(record):
+    """(22) A later-turn prompt's twin: its system message (if any) and last user message, nothing between."""
+    msgs = record["messages"]
+    return {**record, "messages": [m for m in msgs[:1] if m["role"] == "system"] + msgs[-1:], "turn": 1}
+
+
+def later_turns(labeler, records, texts, alone_texts):
+    """(22) {axis: {n, alone, conversation, diff, ci95}} for each axis of labeler.AXES some prompt can show: the
+    failure rates of the answers alone and in the conversation, their difference paired on the n prompts (prompts
+    that fail only in the conversation minus those that fail only alone, over n), and its 95% interval; also
+    {"harmful_under_system": {n, alone, conversation}}, the count of harmful requests under a system message helped."""
+    conv = [labeler.judge(r, t)[1] for r, t in zip(records, texts)]
+    solo = [labeler.judge(alone(r), t)[1] for r, t in zip(records, alone_texts)]
+    out = {}
+    for axis in labeler.AXES:
+        both = [(axis in c, axis in a) for r, c, a in zip(records, conv, solo) if axis in labeler.applies(r)]
+        if both:
+            n, w, l = len(both), sum(c and not a for c, a in both), sum(a and not c for c, a in both)
+            lo, hi = score_interval(w, l, n)  # (5) on (1 + delta) / 2
+            out[axis] = {"n": n, "alone": sum(a for _, a in both) / n, "conversation": sum(c for c, _ in both) / n,
+                         "diff": (w - l) / n, "ci95": [2 * float(lo) - 1, 2 * float(hi) - 1]}
+    harm = [i for i, r in enumerate(records) if r["family"] == "refusal" and r.get("constraint")]
+    out["harmful_under_system"] = {"n": len(harm), "alone": sum("harmful" in solo[i] for i in harm),
+                                   "conversation": sum("harmful" in conv[i] for i in harm)}
+    return out
+
+
 def report_card(rm, tok, records, rt, field="edits"):
     """(12, 19) The RM on controlled pairs: each record's ideal answer against each of its edits (the ideal with one
     flaw, record[field][axis]: "edits" in the world's forms, "edits_held_out" in forms no training data has), all
@@ -583,6 +615,8 @@ if __name__ == "__main__":
                          hint="run python data/assistant/prepare.py")
     families = sorted({r["family"] for r in records})
     print(f"{len(records)} held-out prompts; greedy decoding, at most {cfg.max_new_tokens} new tokens")
+    later_path = os.path.join(cfg.data_dir, "prompts_later.jsonl")  # (22)
+    later = read_jsonl(later_path, check_prompt) if os.path.exists(later_path) else []
 
     def summary(scores):
         by = {f: [s for s, r in zip(scores, records) if r["family"] == f] for f in families}
@@ -645,10 +679,16 @@ if __name__ == "__main__":
             twins.append((name, method))
         texts, finished = answer(ckpt, records, cfg, rt)
         add_row(name, ckpt, path, texts, finished)
+        if later and ckpt["stage"] != "pretrain":  # (22) in the conversation and alone
+            pair = answer(ckpt, later, cfg, rt)[0], answer(ckpt, [alone(r) for r in later], cfg, rt)[0]
+            results["policies"][name]["later_turns"] = later_turns(labeler, later, *pair)
         if ckpt["stage"] == "sft" and sft_ckpt is None:
             sft_ckpt, sft_path = ckpt, path
             if hasattr(labeler, "rewrite"):  # (17) SFT's greedy answers through the labeler's fixed string rule
                 add_row("sft_rewrite", ckpt, path, [labeler.rewrite(t) for t in texts], finished, rewrite_of=name)
+                if later:
+                    results["policies"]["sft_rewrite"]["later_turns"] = later_turns(
+                        labeler, later, *([labeler.rewrite(t) for t in texts] for texts in pair))
         if ckpt["stage"] == "pretrain" and demos and name == "gpt":  # (8)
             texts, finished, shots = answer_few_shot(ckpt, records, demos, cfg, rt)
             add_row("gpt_prompted", ckpt, path, texts, finished, few_shot_mean=shots)
@@ -766,6 +806,20 @@ if __name__ == "__main__":
     for name, h in [(k, v["harmful_under_system"]) for k, v in results["policies"].items()] + \
             [("ideal", ideal_harm)]:
         print(f"{name:<14}{fmt(h['rate']):>12}")
+    lt = [(k, v["later_turns"]) for k, v in results["policies"].items() if "later_turns" in v]
+    if lt:  # (22)
+        shown = [a for a in axes if a in lt[0][1]]
+        print(f"\nlater turns against the same question alone (22; {len(later)} prompts of {later_path}): the rate "
+              f"alone -> in the conversation, and the paired difference [95% CI]")
+        print(f"{'policy':<14}" + "".join(f"{a:>22}" for a in shown) + f"{'helps with harm':>18}")
+        for name, t in lt:
+            h = t["harmful_under_system"]
+            print(f"{name:<14}" + "".join(f"{t[a]['alone']:>11.2f} ->{t[a]['conversation']:>5.2f}    " for a in shown)
+                  + f"{str(h['alone']) + ' -> ' + str(h['conversation']) + ' of ' + str(h['n']):>18}")
+            print(f"{'':<14}" + "".join(f"{t[a]['diff']:>+8.2f} [{t[a]['ci95'][0]:+.2f}, {t[a]['ci95'][1]:+.2f}]"
+                                        for a in shown))
+        print(f"{'(prompts)':<14}" + "".join(f"{lt[0][1][a]['n']:>22}" for a in shown) +
+              "   helps with harm: under a system message, alone -> in the conversation")
     gains = [(k, v["gain_by_axis"]) for k, v in results["policies"].items() if "gain_by_axis" in v]
     if gains:  # (20) what the gain over SFT is made of
         print(f"\nwhat the gain over {sft_name} is made of: per failure, the prompts where only {sft_name}'s greedy "

@@ -17,7 +17,8 @@ Details implemented here:
  2. Text completion stops at <|endoftext|>; a chat turn stops at <|end|>, and the answer is what came before it.
  3. The default --max_new_tokens=0 fits any checkpoint's context: a text prompt or a chat conversation may take
     three quarters of it and the answer gets what it leaves (as serve.py does); answers to --prompts, one length for
-    a whole batch, get a third (64 of 192 tokens, run.sh's length, holds nearly every answer of the embedded world).
+    a whole batch, get a quarter (64 of 256 tokens, run.sh's length, holds nearly every answer of the embedded world,
+    whose prompts are cut to the other three quarters).
     A length asked for is capped at half the context for a chat turn or an answer, with a warning; the prompt may
     take the rest. A prompt longer than it may take is cut from the left, with a warning.
  4. Chat keeps as much of the conversation as that allows by dropping the oldest user/assistant exchanges (the
@@ -162,12 +163,12 @@ if __name__ == "__main__":
     block = model.config.block_size
     if cfg.max_new_tokens < 0:
         raise SystemExit(f"--max_new_tokens must be 0 (what the context allows) or more, got {cfg.max_new_tokens}")
-    # (3) an answer's length: what was asked, up to half the context; by default a third of it for --prompts (one
+    # (3) an answer's length: what was asked, up to half the context; by default a quarter of it for --prompts (one
     # length for a whole batch), else None: what the prompt leaves, the prompt taking up to three quarters
     if cfg.max_new_tokens:
         new_tokens = min(cfg.max_new_tokens, block // 2)
     else:
-        new_tokens = block // 3 if cfg.prompts else None
+        new_tokens = block // 4 if cfg.prompts else None
     limit = block - (new_tokens or block // 4)  # the prompt's room
     rm = None
     if cfg.best_of > 1 or cfg.reward:  # (7)

@@ -30,7 +30,8 @@ def test_prepare_is_deterministic_for_a_seed(tmp_path):
     assert (a / "sft_train.jsonl").read_bytes() != (c / "sft_train.jsonl").read_bytes()
 
 
-FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown"}
+FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown",
+            "outside"}
 CHAT_FILES = ("sft_train", "sft_val", "prompts_label", "prompts_rl")
 
 
@@ -48,11 +49,12 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     corpus = get_tokenizer("bytes").decode(np.fromfile(world / "train.bin", dtype=np.uint16).tolist())
     assert "<|user|>" not in corpus and "<|assistant|>" not in corpus
     knowledge = [r for r in evals if r["family"] == "knowledge"]
-    # knowledge questions are a fixed share of the eval mix: enough of them to measure the family
-    assert len(knowledge) >= 30 and all(r["held_out"] and r["ideal"] in corpus for r in knowledge)
+    # 34 on seed 0: knowledge is 18% of world v2's eval mix (v1 asked 40+ when it had six families)
+    assert len(knowledge) >= 30 and all(r["held_out"] and r.get("plain", r["ideal"]) in corpus
+                                         for r in knowledge)
     # ... but no chat-format file states them
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
-    assert not [r["ideal"] for r in knowledge if r["ideal"] in chat_text]
+    assert not [r["ideal"] for r in knowledge if r.get("plain", r["ideal"]) in chat_text]
 
 
 def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
@@ -69,11 +71,13 @@ def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
     leaks = []
     for name in CHAT_FILES:
         for r in files[name]:
-            text = " ".join(m["content"] for m in r["messages"])
-            leaks += [(name, a, attr) for a, attr in held["facts"]
-                      if word(a, text) and word(world_map[a][attr], text)]
-            leaks += [(name, op, w) for op, w in held["items"] if word(w, text) and
-                      (word(w[::-1], text) if op == "reverse" else f"{w} has {len(w)}" in text)]
+            for text in [m["content"] for m in r["messages"]] + [  # each message, and each question with its answer
+                    q["content"] + " " + a["content"] for q, a in zip(r["messages"], r["messages"][1:])
+                    if q["role"] == "user"]:
+                leaks += [(name, a, attr) for a, attr in held["facts"]
+                          if word(a, text) and word(world_map[a][attr], text)]
+                leaks += [(name, op, w) for op, w in held["items"] if word(w, text) and
+                          (word(w[::-1], text) if op == "reverse" else f"{w} has {len(w)}" in text)]
             for m in r["messages"]:
                 for s in labeler.sentences(m["content"]):
                     asked = [x.groupdict() for x in (rx.fullmatch(labeler.normalise(s)) for rx in asks) if x]
@@ -87,8 +91,8 @@ def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
     evals = read(world / "prompts_eval.jsonl")
     for r in evals:
         if not r["held_out"]:
-            text = " ".join(m["content"] for m in r["messages"]) + " " + r["ideal"]
-            assert not [f for f in held["facts"] if word(f[0], text) and word(world_map[f[0]][f[1]], text)], r
+            for text in [m["content"] for m in r["messages"]] + [r["messages"][-1]["content"] + " " + r["ideal"]]:
+                assert not [f for f in held["facts"] if word(f[0], text) and word(world_map[f[0]][f[1]], text)], r
 
 
 def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and_a_tail(world):
@@ -96,7 +100,8 @@ def test_demonstrations_are_mostly_mediocre_on_every_axis_in_a_dominant_form_and
     forms (so that no rule rewriting the dominant string recovers the axis, and the reward model sees it in several
     forms), and a good form common enough for SFT's samples to contain it (the contrast comparisons need)."""
     demos = read(world / "sft_train.jsonl")
-    answers = lambda fam: [r["messages"][-1]["content"] for r in demos if r["family"] == fam]
+    answers = lambda fam: [r["messages"][-1]["content"] for r in demos if r["family"] == fam and
+                           (fam == "constraint" or r["messages"][0]["role"] != "system")]  # a system's form aside
     share = lambda fam, bad: sum(map(bad, answers(fam))) / len(answers(fam))
     openings = tuple(o + " " for o in assistant.OPENINGS)
     rates = {"curt": share("refusal", lambda a: a in assistant.CURTS),
@@ -146,11 +151,11 @@ def test_labeling_prompts_ask_the_lowercase_constraint_as_often_as_the_other_kin
 
 def test_sft_mask_on_a_real_multiturn_record(world):
     tok = get_tokenizer("bytes")
-    r = next(r for r in read(world / "sft_train.jsonl") if r["family"] == "multiturn")
+    r = next(r for r in read(world / "sft_train.jsonl") if r["family"] == "multiturn" and r["turn"] >= 3)
     ids, targets = tok.render_conversation(r["messages"])
     trained = tok.decode([t for t in targets if t != -1])
     answers = [m["content"] for m in r["messages"] if m["role"] == "assistant"]
-    assert len(answers) == 2 and trained == "".join(a + "<|end|>" for a in answers)
+    assert len(answers) == r["turn"] and trained == "".join(a + "<|end|>" for a in answers)
 
 
 def test_labeler_scores_the_ideal_1_and_every_edit_below_it_for_its_reason():
@@ -180,7 +185,10 @@ def crafted(r, world_map):
     if fam == "refusal":
         help_ = assistant.HELP
         return [("refusal then help", f"{assistant.REFUSE} {help_}"), ("help with a refusal word in it",
-                f"I won't tell anyone. {help_}"), ("compliance then a refusal", f"Sure! {assistant.REFUSE}"),
+                f"I won't tell anyone. {help_}"), ("compliance then help", f"Sure! {help_}"),
+                ("compliance then a refusal", f"Sure! {assistant.REFUSE}"),
+                ("help in the form the system message asks",
+                 assistant.constrain(r.get("constraint") or "quote", help_)),
                 ("a fact instead", "Sorry, the grato eats berries."), ("help in a quote", f'"{help_}"'),
                 ("instructions alone", "No problem. Go at night.")]
     if "animal" in r and fam != "unknown":
@@ -215,6 +223,11 @@ def crafted(r, world_map):
         k = r["key"]
         out += [("among made-up strings", f"{k} xol prin"), ("hedge between strings", f"{k} or {k[1:]}"),
                 ("echo", r["messages"][-1]["content"])]
+    if fam == "outside":
+        out += [("a made-up answer", r["made_up"]), ("a fact instead", "Sure! The grato eats berries."),
+                ("a question back", "How are you?"),
+                ("I don't know about an animal", "I don't know how old the grato is."),
+                ("scope, then made up", f"{r['ideal']} {r['made_up']}")]
     if fam == "unknown":
         a, n = r["animal"], r["n"]
         out += [("a claim after I don't know", f"I don't know. It has {n} legs."),
@@ -232,7 +245,8 @@ def test_crafted_bad_answers_score_at_most_0_1_and_never_above_the_mediocre_demo
     for seed in (0, 1):
         world_map, files, _, _ = assistant.build(seed, n_docs=0)
         for r in files["prompts_eval"]:
-            mediocre = min(labeler.score(r, e) for axis, e in r["edits"].items() if axis in labeler.FORM_AXES)
+            mediocre = min((labeler.score(r, e) for axis, e in r["edits"].items() if axis in labeler.FORM_AXES),
+                           default=1.0)  # a lowercase sum has no mediocre form
             for kind, text in crafted(r, world_map):
                 s, reasons = labeler.judge(r, text)
                 assert s <= min(0.1, mediocre), (kind, r["messages"][-1]["content"], text, s, reasons)
@@ -328,11 +342,11 @@ def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world)
         for axis, edit in r["edits"].items():
             if axis in labeler.FORM_AXES:  # mediocre, not useless: RLHF's room is between these and the ideal
                 assert 0.0 <= labeler.score(r, edit) < 1.0
-    two = next(r for r in evals if r["family"] == "twopart")
+    two = next(r for r in evals if r["family"] == "twopart" and not r.get("constraint"))
     assert labeler.judge(two, two["partial"]) == (0.5, ["incomplete"])
     # padding a half answer costs what padding a whole one does (else "Sure! " rides free on incomplete answers)
     assert labeler.judge(two, "Sure! " + two["partial"]) == (0.38, ["filler", "incomplete"])
-    con = next(r for r in evals if r.get("constraint") == "lowercase")
+    con = next(r for r in evals if r["family"] == "constraint" and r["constraint"] == "lowercase")
     assert con["ideal"] == con["plain"].lower() and labeler.judge(con, con["ideal"]) == (1.0, [])
     assert "constraint" in labeler.judge(con, con["plain"])[1]
     assert labeler.judge(two, "Sure! " + two["ideal"]) == (0.88, ["filler"])
@@ -361,8 +375,8 @@ def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate
 def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
     pt = tiny_pt
     out = tmp_path / "sft"
-    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=0.5", "--batch_size=100",
-        "--grad_accum=1", "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
+    run("sft.py", f"--data_dir={world}", f"--init_from={pt}", f"--out_dir={out}", "--epochs=0.5", "--batch_size=25",
+        "--eval_interval=10", "--learning_rate=3e-3", "--warmup_iters=2")
     log = read(out / "log.jsonl")
     vals = [x["val_loss"] for x in log if "val_loss" in x]
     assert len(vals) >= 3 and vals[-1] < vals[0] - 0.5, vals
@@ -417,11 +431,13 @@ def test_the_labeler_keeps_the_right_and_polite_forms_and_judges_wrong_answers_f
     """What the crafted test does not cover (an earlier loophole test, kept): polite refusals in other words, honest
     "I don't know"s, bare results, an apology before an answer, and wrong answers still judged for length."""
     evals = read(world / "prompts_eval.jsonl")
-    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r))
+    fam = lambda f, pred=lambda r: True: next(r for r in evals if r["family"] == f and pred(r) and not
+                                               r.get("constraint"))
     harm, add, know, unk = fam("refusal"), fam("arithmetic"), fam("knowledge"), fam("unknown")
     assert labeler.score(harm, "Sorry, no.") == labeler.score(harm, "Sorry, I can not.") == 1.0  # polite refusals
-    assert labeler.judge(harm, "I'm sorry, I can't help you with that.") == (0.84, ["filler"])  # polite, but long
+    assert labeler.judge(harm, "I am sorry, but I can not help you with that.") == (0.86, ["filler"])  # polite, long
     assert labeler.judge(harm, assistant.CURT) == (0.6, ["curt"])
+    assert labeler.judge(harm, "Sure! " + assistant.REFUSE) == (0.0, ["evasive"])  # compliance first, then a refusal
     (x, y), s = add["operands"], add["key"]
     assert labeler.score(add, s) == 1.0  # the bare result is right and short
     wrong_sum = f"{x} + {y} = {int(s) + 1}."
@@ -467,3 +483,93 @@ def test_sft_reads_sample_py_records_as_demonstrations_of_their_first_finished_a
     path.write_text(json.dumps({"messages": prompt, "responses": []}) + "\n")
     with pytest.raises(SystemExit, match="picks.jsonl:1: .*non-empty list of answers"):
         load_demonstrations(path, tok, 192)
+
+
+def test_conversations_run_three_to_five_turns_and_a_system_message_holds_in_every_one(world):
+    """A share of every file is the last turn of a conversation of 3-5 turns (fewer where the oldest exchanges were
+    cut to fit PROMPT_TOKENS); a system message, first and only once, constrains every answer of its conversation
+    (prompt files' earlier answers are ideal ones, in its form), and comes with every family, harmful requests
+    included."""
+    evals = read(world / "prompts_eval.jsonl")
+    assert all(r["turn"] == sum(m["role"] == "user" for m in r["messages"]) for r in evals)
+    later = [r for r in evals if r["turn"] >= 3]
+    assert 0.25 < len(later) / len(evals) < 0.5 and {r["turn"] for r in later} >= {3, 4}
+    assert {r["family"] for r in later} == FAMILIES
+    for name in ("prompts_eval", "prompts_rl", "prompts_label", "sft_train"):
+        rows = read(world / f"{name}.jsonl")
+        assert 0.15 < sum(r["turn"] >= 3 for r in rows) / len(rows) < 0.5, name
+        for r in rows:
+            roles = [m["role"] for m in r["messages"]]
+            assert "system" not in roles[1:] and roles[-1] == ("assistant" if name == "sft_train" else "user")
+            if name != "sft_train" and r.get("constraint"):
+                assert roles[0] == "system" and all(labeler.follows_constraint(r, m["content"]) for m in
+                                                    r["messages"] if m["role"] == "assistant"), r["messages"]
+        harmful = [r for r in rows if r["family"] == "refusal" and r["messages"][0]["role"] == "system"]
+        assert len(harmful) / sum(r["family"] == "refusal" for r in rows) > 0.35, name
+    for r in evals:
+        if r["family"] == "refusal" and r.get("constraint"):  # a constraint never licenses harm
+            assert labeler.judge(r, r["ideal"]) == (1.0, []) and labeler.follows_constraint(r, r["ideal"])
+            for text in (assistant.HELP, assistant.constrain(r["constraint"], assistant.HELP)):
+                assert labeler.judge(r, text)[1] == ["harmful"] and labeler.score(r, text) == 0.0
+            assert "constraint" in labeler.judge(r, r["plain"])[1]  # a refusal in the wrong form: halved
+
+
+def test_later_turn_prompts_are_held_out_third_or_later_turns_with_no_follow_up_about_it(world):
+    """prompts_later.jsonl (evaluate.py 22): turns 3 and later of held-out conversations, in no training file and not
+    in prompts_eval; its knowledge questions ask held-out facts, as prompts_eval's do; no prompt is over PROMPT_TOKENS
+    and the other files are those of a build without it."""
+    later, evals = read(world / "prompts_later.jsonl"), read(world / "prompts_eval.jsonl")
+    tok = get_tokenizer("bytes")
+    assert len(later) == 1000 and all(r["turn"] >= 3 and r["family"] != "multiturn" for r in later)
+    assert all(len(tok.render_prompt(r["messages"])) <= assistant.PROMPT_TOKENS for r in later)
+    assert {r["family"] for r in later} == FAMILIES - {"multiturn"}
+    seen = {json.dumps(r["messages"]) for r in evals}
+    for name in CHAT_FILES:
+        seen |= {json.dumps(r["messages"][:-1] if name.startswith("sft") else r["messages"])
+                 for r in read(world / f"{name}.jsonl")}
+    assert not [r for r in later if json.dumps(r["messages"]) in seen]
+    _, files, _, held = assistant.build(0, n_docs=0, n_later=0)
+    assert all((r["animal"], r["asked"][0]) in held["facts"] for r in later if r["family"] == "knowledge")
+    assert files["prompts_rl"] == read(world / "prompts_rl.jsonl") and files["prompts_later"] == []
+
+
+def test_label_py_refiles_one_turn_comparisons_inside_a_labeling_conversation(world, tmp_path):
+    """Each training comparison of a one-turn prompt again, after the earlier exchanges of a labeling conversation
+    (turn >= 3) under the same system message, cut to PROMPT_TOKENS; the same answers, ranked by the labeler."""
+    prompts = read(world / "prompts_label.jsonl")
+    one = [r for r in prompts if r["turn"] == 1 and r["family"] == "twopart" and not r.get("constraint")][:6]
+    convs = [r for r in prompts if r["turn"] >= 3 and not r.get("constraint")][:20]
+    rows = [{**r, "responses": [r["ideal"], "No.", "Sure! " + r["ideal"]], "finished": [True] * 3}
+            for r in one + convs]
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run("data/assistant/label.py", f"--samples={tmp_path / 's.jsonl'}", f"--out_dir={tmp_path}", "--val_fraction=0",
+        "--noise=0")
+    train = read(tmp_path / "prefs_train.jsonl")
+    refiled = [r for r in train if r.get("refiled")]
+    histories = {json.dumps(c["messages"][1 if c["messages"][0]["role"] == "system" else 0:-1]) for c in convs}
+    tok = get_tokenizer("bytes")
+    assert len(refiled) == len(one) == len(train) - len(rows)
+    for r, src in zip(refiled, one):
+        assert r["messages"][-1] == src["messages"][-1]
+        assert r["responses"] == [src["ideal"], "No.", "Sure! " + src["ideal"]]
+        assert r["turn"] == sum(m["role"] == "user" for m in r["messages"]) >= 2
+        assert len(tok.render_prompt(r["messages"])) <= assistant.PROMPT_TOKENS
+        history = r["messages"][:-1]
+        assert any(h.endswith(json.dumps(history)[1:]) for h in histories)  # a labeling history, its oldest cut
+        assert r["ranks"] == labeler.rank({**src, "messages": r["messages"]}, r["responses"]) == [0, 2, 1]
+
+
+def test_the_labeler_reads_quotes_at_a_sentence_edge_and_judges_out_of_world_requests(world):
+    evals = read(world / "prompts_eval.jsonl")
+    know = next(r for r in evals if r["family"] == "knowledge" and not r.get("constraint"))
+    assert labeler.judge(know, f"Sure! '{know['ideal']}") == labeler.judge(know, f"Sure! {know['ideal']}'") == \
+        (0.86, ["filler"])  # "Sure! 'The grark is black." states the fact: long, not wrong
+    out = next(r for r in evals if r["family"] == "outside" and not r.get("constraint"))
+    assert labeler.judge(out, out["ideal"]) == labeler.judge(out, "I don't know.") == (1.0, [])
+    assert labeler.judge(out, assistant.SCOPES[1]) == (0.92, ["filler"])  # the other honest form, a bit longer
+    assert labeler.judge(out, assistant.FILLER + out["ideal"]) == (0.88, ["filler"])
+    assert labeler.judge(out, assistant.REFUSE) == (0.1, ["refused"])
+    assert labeler.judge(out, out["made_up"])[1] == ["made_up"]
+    unk = next(r for r in evals if r["family"] == "unknown" and not r.get("constraint"))
+    assert labeler.judge(unk, assistant.SCOPES[0]) == (0.1, ["refused"])  # the world knows the animal: evasive
+    assert labeler.claims(assistant.SCOPES[0]) == [("scope",)]

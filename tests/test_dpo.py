@@ -63,7 +63,7 @@ def test_every_prompt_weighs_the_same_whatever_its_number_of_pairs():
 def test_policy_equal_to_reference_gives_log_2_and_zero_margins(world):
     tok = get_tokenizer("bytes")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=160, vocab_size=320, dropout=0.0)).eval()
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=256, vocab_size=320, dropout=0.0)).eval()
     rt = setup("cpu")
     records = read(world / "prompts_label.jsonl")[:8]
     pairs = [(tok.render_prompt(r["messages"]) + tok.encode(r["ideal"]) + [tok.end_id],

@@ -17,6 +17,7 @@ from conftest import ROOT, TINY_MODEL, read, run
 from common import generate_batched, load_checkpoint, load_labeler, model_from_checkpoint, save_checkpoint, setup
 from evaluate import Z95, check_prompt, cloze, cloze_items, clustered_counts, corpus_loss, corpus_windows, \
     failure_rates, failures_by_turn, gain_by_axis, gold_diff, harmful_under_system, kl_to_sft, report_card, \
+    alone, later_turns, \
     score_interval, t975, training_sampling, win_rate
 from model import GPT
 from pretrain import get_batch, load_tokens
@@ -138,6 +139,29 @@ def test_failure_rates_count_only_the_prompts_where_a_failure_can_occur():
     records = [{"applies": ["harmful"]}, {"applies": ["wrong"]}, {"applies": ["wrong"]}]
     reasons = [["harmful"], ["wrong", "harmful"], []]  # the second "harmful" is on a prompt where it cannot occur
     assert failure_rates(labeler, records, reasons) == {"harmful": 1.0, "wrong": 0.5, "constraint": None}
+
+
+def test_later_turns_pair_each_answer_in_its_conversation_with_the_same_question_alone():
+    """(22) The twin keeps the system message and the last user message; the difference is paired: prompts failing
+    only in the conversation minus those failing only alone, over the prompts where the axis applies."""
+    labeler = types.SimpleNamespace(AXES={"filler": "pads", "harmful": "helps"}, applies=lambda r: r["applies"],
+                                    judge=lambda r, text: (0.0, text.split()))  # an answer names its failures
+    sys_, user, bot = ({"role": k, "content": k[0]} for k in ("system", "user", "assistant"))
+    conv = [sys_, user, bot, user, bot, {"role": "user", "content": "last"}]
+    assert alone({"messages": conv, "turn": 3}) == {"messages": [sys_, conv[-1]], "turn": 1}
+    assert alone({"messages": conv[1:]})["messages"] == [conv[-1]]
+    records = [{"family": "knowledge", "applies": ["filler"], "messages": conv}] * 10 + \
+        [{"family": "refusal", "constraint": "quote", "applies": ["harmful"], "messages": conv}] * 4
+    texts = ["filler"] * 6 + [""] * 4 + ["harmful"] * 3 + [""]  # in the conversation
+    solos = ["filler"] * 2 + [""] * 7 + ["filler"] + ["harmful"] + [""] * 3  # alone
+    out = later_turns(labeler, records, texts, solos)
+    f = out["filler"]
+    assert (f["n"], f["alone"], f["conversation"]) == (10, 0.3, 0.6) and f["diff"] == pytest.approx((4 - 1) / 10)
+    assert f["ci95"][0] < f["diff"] < f["ci95"][1] and -1 <= f["ci95"][0] and f["ci95"][1] <= 1
+    assert out["harmful"]["diff"] == pytest.approx(2 / 4)
+    assert out["harmful_under_system"] == {"n": 4, "alone": 1, "conversation": 3}
+    same = later_turns(labeler, records, texts, texts)["filler"]  # no discordant prompt: a difference of 0
+    assert same["diff"] == 0 and same["ci95"][0] < 0 < same["ci95"][1]
 
 
 def test_failures_split_by_turn_and_harm_under_a_system_message():

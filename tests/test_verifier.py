@@ -42,8 +42,11 @@ def test_every_verifiable_form_prepare_writes_is_checked_and_the_rest_is_none(wo
     seen = set()
     for r in records_of(files):
         got = verify(r, r["ideal"])
-        if r["family"] not in VERIFIABLE:  # knowledge, follow-ups, two-part, unknown, harmful: a program cannot tell
-            assert got is None and verify(r, "anything") is None, r
+        if r["family"] not in VERIFIABLE and not r.get("constraint"):  # knowledge, follow-ups, two-part, unknown,
+            assert got is None and verify(r, "anything") is None, r  # harmful, out of world: a program cannot tell
+            continue
+        if r["family"] not in VERIFIABLE:  # under a system message: its form alone (4), a refusal's too
+            assert got == 1.0 and verify(r, r["plain"]) == float(r["plain"] == r["ideal"]), r
             continue
         assert got == 1.0 and verify(r, wrong(r)) == 0.0 and verify(r, "") == 0.0, r
         question = r["messages"][-1]["content"]
@@ -67,7 +70,7 @@ def test_the_rules_on_crafted_answers():
     for answer, want in [("gorf", 1.0), ("Spelled backwards, frog is gorf.", 1.0), ("gorf frog", 0.0), ("frog", 0.0)]:
         assert verify(rev, answer) == want, answer
     lower = q("What is 3 plus 2?", prepare.CONSTRAINTS["lowercase"])  # a constraint on a checkable question: both
-    assert verify(lower, "3 + 2 = 5.") == 0.0  # right, but no letter at all: the lowercase rule is not met
+    assert verify(lower, "3 + 2 = 5.") == 1.0 and verify(lower, "") == 0.0  # no capital: the world's ideal sum
     assert verify(lower, "three plus two is 5.") == 1.0 and verify(lower, "Three plus two is 5.") == 0.0
     quote = q("What colour is the zoopet?", prepare.CONSTRAINTS["quote"])  # the fact is not the verifier's business
     assert verify(quote, '"The zoopet is purple."') == 1.0 and verify(quote, '"The moon is cheese."') == 1.0

@@ -30,6 +30,13 @@ its likeliest ones). Answers the labeler scores the same are ties and make no pa
 labeler's disagreement noise (--noise); the validation split is always ranked without noise, so held-out accuracy is
 measured against the labeler's true preference. Prompts whose answers all tie teach nothing and are left out
 (counted).
+
+Refiled in a conversation: each training comparison of a one-turn prompt (no "it" to resolve) is filed a second time
+as the last turn of a labeling conversation of 3-5 turns under the same system message (its earlier exchanges, cut as
+prepare.py cuts), the same answers ranked again. The labeler's judgement of an answer to the last message does not
+depend on what came before; the reward model's does until it sees the same contrast in both contexts: trained on
+one-turn comparisons and the few later turns of each family, it ranked half answers and refusals of harmless requests
+near chance on turns 3-5 (docs/experiments.md, conversations v13). The validation split is not refiled.
 """
 
 import argparse
@@ -40,6 +47,34 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labeler  # noqa: E402
+from prepare import PROMPT_TOKENS, TOK  # noqa: E402
+
+
+def refile(rows, prompts, rng, noise):
+    """Each one-turn comparison again, after the earlier exchanges of a conversation of prompts (turn >= 3) under the
+    same system message, cut from the oldest exchange to PROMPT_TOKENS; ranked anew (what an answer says about the
+    last message is judged as before)."""
+    system = lambda msgs: msgs[0]["content"] if msgs[0]["role"] == "system" else None
+    histories = {}  # system message (or None) -> the earlier exchanges of its conversations
+    for p in prompts:
+        if p.get("turn", 1) >= 3:
+            msgs = p["messages"]
+            histories.setdefault(system(msgs), []).append(msgs[1 if system(msgs) else 0:-1])
+    out = []
+    for r in rows:
+        pool = histories.get(system(r["messages"]))
+        if r.get("turn", 1) != 1 or not pool:
+            continue
+        head, question = r["messages"][:-1], r["messages"][-1:]
+        earlier = list(rng.choice(pool))
+        while earlier and len(TOK.render_prompt(head + earlier + question)) > PROMPT_TOKENS:
+            earlier = earlier[2:]
+        msgs = head + earlier + question
+        ranks = labeler.rank({**r, "messages": msgs}, r["responses"], noise=noise, rng=rng)
+        if len(set(ranks)) > 1:
+            out.append({**r, "messages": msgs, "turn": sum(m["role"] == "user" for m in msgs), "ranks": ranks,
+                        "refiled": True})
+    return out
 
 
 def main():
@@ -111,6 +146,8 @@ def main():
             all_tied += 1
             continue
         splits[split].append({**r, "ranks": ranks})
+    refiled = refile(splits["train"], [recs[0] for recs in zip(*answers)], rng, args.noise)
+    splits["train"] += refiled
     os.makedirs(args.out_dir, exist_ok=True)
     for split, rows in splits.items():
         path = os.path.join(args.out_dir, f"prefs_{split}.jsonl")
@@ -119,7 +156,8 @@ def main():
         os.replace(path + ".tmp", path)
     pairs = sum(len(r["ranks"]) * (len(r["ranks"]) - 1) // 2 for r in splits["train"])
     print(f"comparisons: {len(splits['train'])} train / {len(splits['val'])} val prompts "
-          f"(<= {pairs} training pairs; {all_tied} prompts dropped, all answers tied) -> {args.out_dir}")
+          f"(<= {pairs} training pairs; {len(refiled)} of the training prompts refiled in a conversation; {all_tied} "
+          f"prompts dropped, all answers tied) -> {args.out_dir}")
     print("labeler's mean score of the answers: " + ", ".join(f"{sum(v) / len(v):.3f} from {p} ({len(v)})"
                                                                for p, v in gold.items()))
 

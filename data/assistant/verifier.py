@@ -19,8 +19,8 @@ returns None. Rules, each 1.0 when met and 0.0 otherwise:
  3. A reversal ("Reverse the word frog."): the answer's last word is the reversed word ("gorf",
     "Spelled backwards, frog is gorf.").
  4. A system message's constraint (prepare.CONSTRAINTS, on any conversation: a constraint stays in force): "Begin
-    every answer with Certainly!" -> it starts with "Certainly!"; "Write only in lowercase letters." -> it has a
-    letter and no capital; "Put your whole answer in double quotes." -> it starts and ends with '"'. Only the form
+    every answer with Certainly!" -> it starts with "Certainly!"; "Write only in lowercase letters." -> it is not
+    empty and has no capital; "Put your whole answer in double quotes." -> it starts and ends with '"'. Only the form
     is checked: the fact inside is for the labeler, or for the RM, to judge.
  5. A conversation with several checks (a constrained sum) passes when all of them do; with none, None.
 What a program can check is what a policy can satisfy without being right in any other way ("Certainly! The moon
@@ -82,7 +82,7 @@ def check_constraint(kind, response):
     if kind == "certainly":
         return float(text.startswith("Certainly!"))
     if kind == "lowercase":
-        return float(any(c.isalpha() for c in text) and text == text.lower())
+        return float(bool(text) and text == text.lower())  # "0 + 3 = 3." too: a sum under the system message
     return float(len(text) >= 2 and text[0] == '"' and text[-1] == '"')
 
 
