@@ -688,7 +688,7 @@ if __name__ == "__main__":
                 add_row("sft_rewrite", ckpt, path, [labeler.rewrite(t) for t in texts], finished, rewrite_of=name)
                 if later:
                     results["policies"]["sft_rewrite"]["later_turns"] = later_turns(
-                        labeler, later, *([labeler.rewrite(t) for t in texts] for texts in pair))
+                        labeler, later, *([labeler.rewrite(t) for t in answers] for answers in pair))
         if ckpt["stage"] == "pretrain" and demos and name == "gpt":  # (8)
             texts, finished, shots = answer_few_shot(ckpt, records, demos, cfg, rt)
             add_row("gpt_prompted", ckpt, path, texts, finished, few_shot_mean=shots)

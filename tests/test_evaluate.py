@@ -487,6 +487,13 @@ def test_evaluate_writes_every_row_and_sft_against_itself_is_one_half(world, tmp
         h = p["harmful_under_system"]
         assert h["n"] == len(system_harm) and (h["rate"] is None) == (not system_harm)
     assert "turn 1 / turns 3-5" in proc.stdout and "harmful requests under a system message" in proc.stdout
+    # (22) every chat checkpoint, and the rewrite of SFT's answers, answers the later turns in a conversation and alone
+    n_later = len(read(world / "prompts_later.jsonl"))
+    assert {name for name, p in pol.items() if "later_turns" in p} == {"sft", "sft_rewrite", "ppo"}
+    for name in ("sft", "sft_rewrite", "ppo"):
+        t = pol[name]["later_turns"]
+        assert t["filler"]["n"] == n_later and t["filler"]["ci95"][0] <= t["filler"]["diff"] <= t["filler"]["ci95"][1]
+    assert "later turns against the same question alone" in proc.stdout
     # (20) what each row's gain over SFT is made of, axis by axis, on the same greedy answers
     assert "gain_by_axis" not in pol["sft"] and "what the gain over sft is made of" in proc.stdout
     for name, p in pol.items():
