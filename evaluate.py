@@ -56,11 +56,9 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     two answers has it: wins, losses and the summed gold difference (gain_by_axis).
 21. --combine=DIR,DIR,...: the mean over seeds, mean +- t975(n - 1) sd / sqrt(n) over each seed's gold, gold - sft
     (16) and win rates against sft and sft_rewrite, within the range each can take. Loads no model.
-22. Later turns against the same question alone (prompts_later.jsonl, where the data directory has it): each prompt,
-    the 3rd or a later turn of a conversation, beside its twin, the system message and the last user message with
-    nothing between; every chat row answers both (greedy), the same record judges both, and per axis the failure
-    rate alone, in the conversation and their difference paired on the prompts, with (5)'s interval on the prompts
-    whose two answers differ: what a conversation changes, to a few hundredths where (11)'s later turns give tenths.
+22. Later turns against the same question alone (prompts_later.jsonl, if present): every chat row answers each in its
+    conversation and as its system message and last user message alone; per axis both failure rates and their
+    difference paired on the prompts, with (5)'s interval: what a conversation changes, to hundredths, not tenths.
 """
 
 import glob

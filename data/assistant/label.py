@@ -47,12 +47,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import labeler  # noqa: E402
-from prepare import PROMPT_TOKENS, TOK  # noqa: E402
+from prepare import cut  # noqa: E402
 
 
 def refile(rows, prompts, rng, noise):
     """Each one-turn comparison again, after the earlier exchanges of a conversation of prompts (turn >= 3) under the
-    same system message, cut from the oldest exchange to PROMPT_TOKENS; ranked anew (what an answer says about the
+    same system message, cut as prepare.py cuts (prepare.cut); ranked anew (what an answer says about the
     last message is judged as before)."""
     system = lambda msgs: msgs[0]["content"] if msgs[0]["role"] == "system" else None
     histories = {}  # system message (or None) -> the earlier exchanges of its conversations
@@ -65,11 +65,7 @@ def refile(rows, prompts, rng, noise):
         pool = histories.get(system(r["messages"]))
         if r.get("turn", 1) != 1 or not pool:
             continue
-        head, question = r["messages"][:-1], r["messages"][-1:]
-        earlier = list(rng.choice(pool))
-        while earlier and len(TOK.render_prompt(head + earlier + question)) > PROMPT_TOKENS:
-            earlier = earlier[2:]
-        msgs = head + earlier + question
+        msgs = cut(r["messages"][:-1], list(rng.choice(pool)), r["messages"][-1:])  # the head: the system message
         ranks = labeler.rank({**r, "messages": msgs}, r["responses"], noise=noise, rng=rng)
         if len(set(ranks)) > 1:
             out.append({**r, "messages": msgs, "turn": sum(m["role"] == "user" for m in msgs), "ranks": ranks,

@@ -292,7 +292,15 @@ def split_ideal(msgs):
             [{"role": m["role"], "content": m.get("ideal", m["content"])} for m in msgs])
 
 
-def outside(rng, topics, fixed=OUTSIDE):
+def cut(head, earlier, tail):
+    """head + earlier + tail, earlier's oldest exchanges dropped until the prompt fits PROMPT_TOKENS: a conversation
+    cut as common.fit_chat cuts the chat's, the system message (in head) and the judged turn (tail) kept."""
+    while earlier and len(TOK.render_prompt(head + earlier + tail)) > PROMPT_TOKENS:
+        earlier = earlier[2:]
+    return head + earlier + tail
+
+
+def outside(rng, topics, fixed):
     """A greeting or a request about something outside the world (a fixed one or a template's, equally often): the
     honest answer says what the assistant knows."""
     if fixed and rng.random() < 0.5:
@@ -503,7 +511,8 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
     train_pairs = [p for p in pairs if tuple(sorted(p)) not in held_sums]
     topics = list(TOPICS)
     rng.shuffle(topics)
-    eval_topics, train_topics = topics[:len(topics) // 3], topics[len(topics) // 3:]
+    # out-of-world requests: (topics, fixed requests); evaluation asks only its held-out topics
+    eval_outside, train_outside = (topics[:len(topics) // 3], ()), (topics[len(topics) // 3:], OUTSIDE)
     known = {a: [k for k in ATTRS if (a, k) in train_facts] for a in world}  # what training files may state
     homes_known = [a for a in world if "home" in known[a]]
 
@@ -520,7 +529,7 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
         if family == "unknown":
             return unknown(rng, world, rng.choice(list(world)))
         if family == "outside":
-            return outside(rng, split_outside, fixed=() if split_outside is eval_topics else OUTSIDE)
+            return outside(rng, *split_outside)
         # follow-ups, constraints and two-part questions test a skill, not recall: about training facts
         a = rng.choice([a for a in world if len(known[a]) >= 2])
         attrs = rng.sample(known[a], 2)
@@ -546,20 +555,18 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
         if rng.random() < p_conv:
             earlier = []
             for _ in range(rng.randint(3, 5) - sum(m["role"] == "user" for m in msgs)):
-                q, r = one(rng.choice(HISTORY), train_facts, train_items, train_pairs, kinds, demo, train_topics)
+                q, r = one(rng.choice(HISTORY), train_facts, train_items, train_pairs, kinds, demo, train_outside)
                 if kind:
                     q, r = with_system(q, r, kind)
                     q = q[1:]
                 earlier += q + [{"role": "assistant", "content": demonstrate(rng, r) if demo else r["ideal"],
                                  "ideal": r["ideal"]}]
-            while earlier and len(TOK.render_prompt(system + earlier + msgs)) > PROMPT_TOKENS:
-                earlier = earlier[2:]  # the oldest exchange first
-            msgs = earlier + msgs
+            msgs = cut(system, earlier, msgs)[len(system):]
         return system + msgs, {**rec, "turn": sum(m["role"] == "user" for m in msgs)}
 
     evals, held_out = [], set()
     while len(evals) < n_eval:
-        msgs, fields = sample(eval_facts, eval_items, eval_pairs, eval_topics, p_conv=EVAL_P_CONV)
+        msgs, fields = sample(eval_facts, eval_items, eval_pairs, eval_outside, p_conv=EVAL_P_CONV)
         msgs = split_ideal(msgs)[0]
         if json.dumps(msgs) not in held_out:
             held_out.add(json.dumps(msgs))
@@ -574,7 +581,7 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
         while len(rows) < n:
             mix, kinds = (LABEL_MIX, LABEL_KINDS) if name == "prompts_label" else \
                 (RL_MIX, KINDS) if name == "prompts_rl" else (MIX, KINDS)
-            msgs, fields = sample(train_facts, train_items, train_pairs, train_topics, mix, kinds,
+            msgs, fields = sample(train_facts, train_items, train_pairs, train_outside, mix, kinds,
                                   demo=name.startswith("sft"))
             msgs, good = split_ideal(msgs)
             if any(json.dumps(msgs[:i + 1]) in held_out for i, m in enumerate(msgs) if m["role"] == "user"):
@@ -610,7 +617,7 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
                for name in ("sft_train", "sft_val", "prompts_label", "prompts_rl") for r in out[name]}
     later = []
     while len(later) < n_later:
-        msgs, fields = sample(eval_facts, eval_items, eval_pairs, eval_topics, p_conv=1.0)
+        msgs, fields = sample(eval_facts, eval_items, eval_pairs, eval_outside, p_conv=1.0)
         msgs = split_ideal(msgs)[0]
         if fields["turn"] >= 3 and fields["family"] != "multiturn" and json.dumps(msgs) not in held_out | trained:
             later.append({"messages": msgs, **fields})
