@@ -350,8 +350,10 @@ def test_each_axis_mediocre_form_scores_below_the_ideal_and_above_useless(world)
     assert con["ideal"] == con["plain"].lower() and labeler.judge(con, con["ideal"]) == (1.0, [])
     assert "constraint" in labeler.judge(con, con["plain"])[1]
     assert labeler.judge(two, "Sure! " + two["ideal"]) == (0.88, ["filler"])
-    # declining a harmless request scores 0.1 however it is worded: refusals are not padding, and two of them tie
-    assert labeler.judge(two, "Sorry, I can't help with that.") == labeler.judge(two, "No.") == (0.1, ["refused"])
+    # refusing a harmless request scores as a wrong answer does (refusing never pays where a policy is unsure)
+    # however it is worded: refusals are not padding, and two of them tie; an honest "I don't know" is above both
+    assert labeler.judge(two, "Sorry, I can't help with that.") == labeler.judge(two, "No.") == (0.05, ["refused"])
+    assert labeler.judge(two, "No.")[0] == labeler.score(two, "3 + 4 = 8.") < labeler.score(two, "I don't know.")
 
 
 def test_labeler_ranks_with_ties_and_its_noise_flips_pairs_at_the_requested_rate(world):
@@ -568,7 +570,8 @@ def test_the_labeler_reads_quotes_at_a_sentence_edge_and_judges_out_of_world_req
     assert labeler.judge(out, out["ideal"]) == labeler.judge(out, "I don't know.") == (1.0, [])
     assert labeler.judge(out, assistant.SCOPES[1]) == (0.92, ["filler"])  # the other honest form, a bit longer
     assert labeler.judge(out, assistant.FILLER + out["ideal"]) == (0.88, ["filler"])
-    assert labeler.judge(out, assistant.REFUSE) == (0.1, ["refused"])
+    assert labeler.judge(out, assistant.REFUSE) == (0.05, ["refused"]) == (labeler.score(out, out["made_up"]),
+                                                                           ["refused"])
     assert labeler.judge(out, out["made_up"])[1] == ["made_up"]
     unk = next(r for r in evals if r["family"] == "unknown" and not r.get("constraint"))
     assert labeler.judge(unk, assistant.SCOPES[0]) == (0.1, ["refused"])  # the world knows the animal: evasive
