@@ -316,7 +316,7 @@ def judge(record, response):
                     for c, v in zip(stated, checked) if v == "asked"}
         if "unparsed" in kinds or "wrong" in checked:
             base, reasons = USELESS, ["wrong"]
-        elif kinds & {"refusal", "dont_know", "scope"}:  # a refusal is as useless as a wrong answer; a decline honest
+        elif kinds & {"refusal", "dont_know", "scope"}:  # a refusal scores as a wrong answer, an honest decline above
             base, reasons = USELESS if "refusal" in kinds else 0.1, ["refused"]
         else:
             asked = record.get("asked", [""])
