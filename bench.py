@@ -63,7 +63,7 @@ class Config:
     naive: bool = True              # also time naive recomputation and check it gives the KV cache's tokens
     peak_flops: float = 0.0         # the device's peak flops for MFU; 0: known GPUs only (H100, H200, A100)
     device: str = "auto"            # auto (cuda if available), cpu, cuda, cuda:1, mps
-    dtype: str = "auto"             # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
+    dtype: str = "auto"             # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
     compile: bool = False           # torch.compile the model for the training step (generation runs uncompiled)
     seed: int = 1337
     out: str = ""                   # also write the numbers to this JSON file

@@ -72,7 +72,7 @@ class Config:
     ckpt_interval: int = 50           # steps between checkpoints (7); an epoch's end writes one too
     seed: int = 1337
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"               # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
+    dtype: str = "auto"               # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
     compile: bool = False             # torch.compile the policy (GPUs)
 
 

@@ -124,7 +124,7 @@ class Config:
     ckpt_interval: int = 4             # iterations between checkpoints (and policy snapshots iter_N.pt)
     seed: int = 1337
     device: str = "auto"               # auto (cuda if available), cpu, cuda, mps
-    dtype: str = "auto"                # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
+    dtype: str = "auto"                # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
     compile: bool = False              # torch.compile policy and value for the updates (GPUs)
 
 

@@ -77,7 +77,7 @@ class Config:
     batch_size: int = 256          # --prompts: rows per generation batch (fuller decode steps are faster)
     seed: int = 1337
     device: str = "auto"           # auto, cpu, cuda, mps
-    dtype: str = "auto"            # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
+    dtype: str = "auto"            # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
 
 
 def complete(model, tok, prompt, cfg, rt):

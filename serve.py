@@ -92,7 +92,7 @@ class Config:
     max_n: int = 8                # the most answers one request may ask for
     seed: int = 1337              # seeds torch; a request without "seed" gets a random one, as OpenAI's API does
     device: str = "auto"          # auto, cpu, cuda, mps
-    dtype: str = "auto"           # auto: bf16 on GPUs (fp16 before Ampere), fp32 on CPUs
+    dtype: str = "auto"           # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
 
 
 class BadRequest(Exception):

@@ -8,7 +8,8 @@ from conftest import run
 from model import GPT, preset
 
 TINY = ["--preset=", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--grad_accum=2",
-        "--steps=2", "--warmup=1", "--prompt_len=8", "--new_tokens=12", "--device=cpu"]
+        "--steps=2", "--warmup=1", "--prompt_len=8", "--new_tokens=12", "--device=cpu",
+        "--dtype=float32"]  # the KV cache's tokens equal recomputation's exactly in float32
 
 
 def test_bench_reports_training_and_generation_numbers(tmp_path):

@@ -1,6 +1,7 @@
 """torchrun: two processes (gloo on the CPU) reach the weights one process reaches with the same global batch, and
 PPO runs end to end on two ranks; a rank ends in common.cleanup, before the interpreter's teardown. Also: a compiled
-model's checkpoint loads into a plain one."""
+model's checkpoint loads into a plain one. In float32 where a test compares weights exactly: with bf16 (auto's choice
+on CPUs with bf16 units) a sum depends on the shape of the batch it is computed in."""
 import os
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_
     pt = tiny_pt
     # dropout 0: two ranks draw their dropout masks from other streams than one process does
     common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--grad_accum=1",
-              "--dropout=0", "--eval_interval=1000", "--learning_rate=3e-3"]
+              "--dropout=0", "--eval_interval=1000", "--learning_rate=3e-3", "--dtype=float32"]
     sft_data = tmp_path / "small"  # the first 64 demonstrations: 4 steps of 16
     sft_data.mkdir()
     for name in ("sft_train.jsonl", "sft_val.jsonl"):
@@ -65,7 +66,7 @@ def test_reward_two_ranks_equal_one_process_with_the_same_global_batch(world, ti
     for name in ("prefs_train.jsonl", "prefs_val.jsonl"):  # 4 steps of 4 prompts, 8 to validate on
         (data / name).write_text("".join(open(data / name).readlines()[:16 if "train" in name else 8]))
     common = ["reward.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--epochs=1", "--learning_rate=3e-3",
-              "--warmup_iters=1", "--norm_prompts=4", "--norm_max_new_tokens=6"]
+              "--warmup_iters=1", "--norm_prompts=4", "--norm_max_new_tokens=6", "--dtype=float32"]
     torchrun(*common, "--batch_prompts=2", f"--out_dir={tmp_path / 'ddp'}")
     run(*common, "--batch_prompts=4", f"--out_dir={tmp_path / 'one'}")
     ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
@@ -96,7 +97,7 @@ def test_a_rank_ends_in_cleanup_without_the_interpreter_teardown(tmp_path):
     script.write_text(
         "import atexit, os, sys\n"
         "from common import cleanup, rng_state, setup\n"
-        "rt = setup('cpu')\n"
+        "rt = setup('cpu', 'float32')\n"
         "rng_state(rt)  # all_gather_object: the collective whose tensors the aborting thread was freeing\n"
         f"atexit.register(lambda: open(os.path.join({str(tmp_path)!r}, f'teardown_{{rt.rank}}'), 'w').close())\n"
         "print(f'rank {rt.rank} done')\n"
@@ -111,7 +112,7 @@ def test_a_compiled_models_checkpoint_has_plain_keys(world, tmp_path):
     from common import setup, unwrap, wrap
     from model import GPT, GPTConfig
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))
-    compiled = wrap(model, setup("cpu"), compile=True)
+    compiled = wrap(model, setup("cpu", "float32"), compile=True)
     assert any(k.startswith("_orig_mod.") for k in compiled.state_dict())  # what a naive save would store
     sd = unwrap(compiled).state_dict()
     fresh = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=64))

@@ -42,7 +42,7 @@ def test_every_prompt_weighs_the_same_whatever_its_number_of_pairs():
     distinct answer forwarded once; a prompt with one pair weighs as much as one with six."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
-    rt = setup("cpu")
+    rt = setup("cpu", "float32")
     many = ([[1, 2, 3], [1, 2, 4], [1, 2, 5], [1, 2, 6, 7]], [1, 1, 1, 2], [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3),
                                                                           (2, 3)])
     one = ([[8, 9, 10], [8, 9, 11]], [1, 1], [(1, 0)])
@@ -64,7 +64,7 @@ def test_policy_equal_to_reference_gives_log_2_and_zero_margins(world):
     tok = get_tokenizer("bytes")
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=256, vocab_size=320, dropout=0.0)).eval()
-    rt = setup("cpu")
+    rt = setup("cpu", "float32")
     records = read(world / "prompts_label.jsonl")[:8]
     pairs = [(tok.render_prompt(r["messages"]) + tok.encode(r["ideal"]) + [tok.end_id],
               tok.render_prompt(r["messages"]) + tok.encode("No.") + [tok.end_id],
@@ -80,7 +80,7 @@ def test_policy_equal_to_reference_gives_log_2_and_zero_margins(world):
 def test_sequence_logps_sum_over_the_answer_tokens_only():
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=64, dropout=0.0)).eval()
-    rt = setup("cpu")
+    rt = setup("cpu", "float32")
     seqs, lens = [[1, 2, 3, 4, 5, 6], [7, 8, 9]], [2, 1]  # answers: [5, 6] and [9]
     got = sequence_logps(model, seqs, lens, pad_id=0, rt=rt)
     for s, n, g in zip(seqs, lens, got):

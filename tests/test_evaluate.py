@@ -425,7 +425,7 @@ def test_the_kl_is_measured_at_the_policys_training_temperature(world, tmp_path)
               "model": {k: v + 0.05 * torch.randn_like(v) for k, v in sft_ckpt["model"].items()}}
     assert training_sampling(policy, 8) == (0.5, 6) and training_sampling(sft_ckpt, 8) == (1.0, 8)
     assert training_sampling({**policy, "stage": "dpo"}, 8) == (1.0, 8)
-    tok, rt = get_tokenizer(sft_ckpt["tokenizer"]), setup("cpu")
+    tok, rt = get_tokenizer(sft_ckpt["tokenizer"]), setup("cpu", "float32")
     records = read(world / "prompts_eval.jsonl")[:6]
     cfg = types.SimpleNamespace(max_new_tokens=8, batch_size=4)
     pm, sm = (model_from_checkpoint(c, dropout=0.0).eval() for c in (policy, sft_ckpt))

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 
@@ -41,6 +42,17 @@ def test_grad_accumulation_equals_one_big_batch_with_uneven_masks():
     for xi, yi in micro:
         (model(xi, yi)[1] / 4).backward()
     assert not all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(big, model.parameters()))
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monkeypatch):
+    """Elsewhere bf16 is emulated, slower than fp32: auto keeps fp32 there. No loss scaler for either."""
+    for caps, dtype in (({"avx512_bf16": True}, "bfloat16"), ({"amx_bf16": True}, "bfloat16"),
+                        ({"avx512_bf16": False, "avx2": True}, "float32"), ({}, "float32")):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda caps=caps: caps)
+        rt = setup("cpu", "auto")
+        assert rt.dtype == dtype and not rt.scaler.is_enabled(), caps
+        assert isinstance(rt.autocast, contextlib.nullcontext) == (dtype == "float32")
+    assert setup("cpu", "float32").dtype == "float32"  # an explicit choice stands
 
 
 def test_fp16_loss_scaling_unscales_before_the_step_and_skips_an_overflowed_one(tmp_path):

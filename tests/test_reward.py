@@ -45,7 +45,7 @@ def test_batch_scores_in_two_length_sorted_halves_equal_one_padded_batch_with_th
     (one * weights).sum().backward()
     grads = [p.grad.clone() for p in rm.parameters()]
     rm.zero_grad()
-    two = batch_scores(rm, seqs, 0, setup("cpu"))
+    two = batch_scores(rm, seqs, 0, setup("cpu", "float32"))
     (two * weights).sum().backward()
     assert torch.allclose(two, one, atol=1e-5)
     for g, p in zip(grads, rm.parameters()):
@@ -96,11 +96,11 @@ def test_reward_training_through_the_command_line(world, tiny_pt, tmp_path):
     synthetic_comparisons(world, data)
     out = tmp_path / "rm"
     proc = run("reward.py", f"--data_dir={data}", f"--init_from={pt}", f"--out_dir={out}", "--learning_rate=3e-3",
-               "--batch_prompts=8", "--epochs=2")
+               "--batch_prompts=8", "--epochs=2", "--dtype=float32")
     assert "held-out pairwise accuracy" in proc.stdout
     rm, ckpt = load_reward_model(out)
     assert ckpt["stage"] == "reward" and ckpt["parent"] == str(pt)
-    rt = setup("cpu")
+    rt = setup("cpu", "float32")
     tok = get_tokenizer("bytes")
     train = load_comparisons(data / "prefs_train.jsonl", tok, 160)
     acc, length_acc, pairs = pairwise_accuracy(rm, train, tok.pad_id, rt)
@@ -224,7 +224,7 @@ def test_best_of_n_returns_the_rm_favourite_and_n_1_is_plain_sampling(world, tmp
     sft, rm_path = tiny_checkpoints(tmp_path, dropout=0.0)
     rm, _ = load_reward_model(rm_path)
     policy = model_from_checkpoint(torch.load(sft / "ckpt.pt", weights_only=False), dropout=0.0).eval()
-    tok, rt = get_tokenizer("bytes"), setup("cpu")
+    tok, rt = get_tokenizer("bytes"), setup("cpu", "float32")
     prompts = [tok.render_prompt(r["messages"]) for r in read(world / "prompts_eval.jsonl")[:3]]
     picks = best_of_n(policy, rm, prompts, 5, tok.pad_id, tok.end_id, rt, 6,
                       generator=torch.Generator().manual_seed(0))

@@ -53,7 +53,7 @@ def test_prompts_keep_the_token_ids_the_model_sampled(world, tiny_pt, tmp_path):
     # the ids are the generation itself: the same call, the same seed
     model = model_from_checkpoint(load_checkpoint(tiny_pt), dropout=0.0).eval()
     rendered = [tok.render_prompt(r["messages"]) for r in records for _ in range(3)]
-    again = generate_batched(model, rendered, setup("cpu"), tok.pad_id, tok.end_id, 24, 1.0, None, 1.0, 64,
+    again = generate_batched(model, rendered, setup("cpu", "float32"), tok.pad_id, tok.end_id, 24, 1.0, None, 1.0, 64,
                              torch.Generator().manual_seed(1337))
     assert [ids for r in records for ids in r["response_ids"]] == [ids for ids, _ in again]
     assert [f for r in records for f in r["finished"]] == [f for _, f in again]
