@@ -321,7 +321,8 @@ def test_corpus_val_loss_is_pretrains_val_loss_on_the_same_windows(world, tiny_p
     starts = torch.randint(len(val) - block - 1, (n,), generator=torch.Generator().manual_seed(cfg["seed"])).tolist()
     x, _ = get_batch(val, n, block, torch.Generator().manual_seed(cfg["seed"]))
     assert torch.equal(x, torch.tensor(np.stack([val[s:s + block].astype(np.int64) for s in starts])))  # its windows
-    assert corpus_loss(model, val, starts, block, rt, batch_size=n) == pytest.approx(ckpt["val_loss"], rel=1e-5)
+    as_trained = setup("cpu", ckpt["config"]["dtype"])  # the precision pretrain.py measured in (auto: this CPU's)
+    assert corpus_loss(model, val, starts, block, as_trained, batch_size=n) == pytest.approx(ckpt["val_loss"], rel=1e-5)
     # evaluate.py's windows: the first ones, end to end; against the obvious loop over them, one window at a time
     starts = corpus_windows(val, block, 5)
     assert starts == [0, 160, 320, 480, 640] and corpus_windows(np.zeros(10), 4, 5) == [0, 4]  # [8:13] is too long

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import torch
 
-from common import generate_batched, setup
+from common import generate_batched
 from conftest import run
 from model import GPT, GPTConfig
 from reward import RewardModel
@@ -108,7 +108,7 @@ def test_streamed_deltas_join_to_the_non_streaming_answer(server):
                              "total_tokens": len(prompt) + used}
     assert (used == 32) == (choice["finish_reason"] == "length")
     # the answer is the project's own greedy generation of the rendered prompt, decoded
-    (ids, _), = generate_batched(server.chat.model, [prompt], setup("cpu", "float32"), tok.pad_id, tok.end_id, 32)
+    (ids, _), = generate_batched(server.chat.model, [prompt], server.chat.rt, tok.pad_id, tok.end_id, 32)
     assert choice["message"]["content"] == tok.decode(ids)
     chunks, _ = server.chat_stream(messages=CONVO, temperature=0, max_tokens=32,
                                    stream_options={"include_usage": True})
