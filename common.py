@@ -101,7 +101,8 @@ def setup(device="auto", dtype="auto", seed=1337):
         if device_type == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
         else:
-            caps = torch.cpu.get_capabilities() if device_type == "cpu" else {}
+            # (an older torch, without torch.cpu.get_capabilities, cannot say: fp32)
+            caps = getattr(torch.cpu, "get_capabilities", dict)() if device_type == "cpu" else {}
             dtype = "bfloat16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
         raise SystemExit(f"--dtype={dtype} is not supported; use auto, float32, bfloat16 or float16")

@@ -53,6 +53,8 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monk
         assert rt.dtype == dtype and not rt.scaler.is_enabled(), caps
         assert isinstance(rt.autocast, contextlib.nullcontext) == (dtype == "float32")
     assert setup("cpu", "float32").dtype == "float32"  # an explicit choice stands
+    monkeypatch.delattr(torch.cpu, "get_capabilities")  # an older torch cannot tell: fp32, as before
+    assert setup("cpu", "auto").dtype == "float32"
 
 
 def test_fp16_loss_scaling_unscales_before_the_step_and_skips_an_overflowed_one(tmp_path):
