@@ -2,7 +2,7 @@
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
 #   prepare -> pretrain -> sft -> label -> reward -> ppo -> evaluate -> plot   (InstructGPT's, with best-of-8 beside)
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (13 minutes, 2 CPU cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (13-17 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model, in out/tiny/ (a test runs this)
 #   bash run.sh --full     # and the other rows, into the same results.json: dpo (the same comparisons, no RM),
