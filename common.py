@@ -96,13 +96,12 @@ def setup(device="auto", dtype="auto", seed=1337):
     device_type = device.split(":")[0]
     torch.manual_seed(seed + rank)  # each rank its own dropout masks and samples
     if dtype == "auto":  # bf16 autocast where the hardware multiplies bf16 natively: GPUs from Ampere on (older ones
-        # only emulate it: fp16 there) and CPUs with AVX512-BF16 or AMX (others would emulate it too: fp32 there);
-        # the weights, the optimizer state and the losses' reductions stay fp32 either way (autocast)
+        # emulate it: fp16 there), CPUs with AVX512-BF16 or AMX (others emulate it, and an older torch without
+        # torch.cpu.get_capabilities cannot tell: fp32 there); autocast keeps weights and optimizer state in fp32
         if device_type == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
         else:
-            # (an older torch, without torch.cpu.get_capabilities, cannot say: fp32)
-            caps = getattr(torch.cpu, "get_capabilities", dict)() if device_type == "cpu" else {}
+            caps = getattr(torch.cpu, "get_capabilities", dict)() if device_type == "cpu" else {}  # mps: fp32
             dtype = "bfloat16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
         raise SystemExit(f"--dtype={dtype} is not supported; use auto, float32, bfloat16 or float16")
