@@ -32,7 +32,7 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
  7. Data order is a function of (seed, epoch); checkpoints every ckpt_interval steps and at each epoch's end hold
     the weights, the optimizer, the RNG state and the step: --resume after a kill continues exactly where the last
     checkpoint stopped, mid-epoch too (the same weights, bit for bit). DDP shards each global batch by rank.
- 8. Learning rate 1e-5 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). Too high, the policy loses both
+ 8. Learning rate 3e-6 on the embedded world (the DPO paper: 1e-6 at 1.3B-6B). Too high, the policy loses both
     answers of its pairs, not only the worse one: it drifts far from SFT and starts answering harmful requests.
 """
 
@@ -61,7 +61,7 @@ class Config:
     epochs: int = 1                   # passes over the comparisons (a second one drifts further, for a worse policy)
     batch_size: int = 8               # comparisons (prompts) per step per process, each with all its pairs (1)
     label_smoothing: float = 0.0      # conservative DPO: the chance a label is flipped (2)
-    learning_rate: float = 1e-5       # peak learning rate (8)
+    learning_rate: float = 3e-6       # peak learning rate (8)
     min_lr: float = 1e-6              # learning rate at the end of the cosine decay
     warmup_iters: int = 10            # linear warmup steps
     weight_decay: float = 0.0         # on matrices only
