@@ -75,7 +75,7 @@ class Config:
     data_dir: str = "data/assistant"     # holds prompts_eval.jsonl
     labeler: str = "data/assistant/labeler.py"  # the gold: score(record, response)
     best_of: int = 64                    # N: best-of-n for n = 1, 2, 4, ..., N (3); 0 = none
-    match: str = "1,2"                   # KL budgets in nats for the matched-KL table (5)
+    match: str = "0.5,1"                 # KL budgets in nats for the matched-KL table (5); RL here ends below 2
     kl_samples: int = 2                  # answers per prompt for a point's KL (1)
     out_dir: str = "out/frontier"        # frontier.json, and points/ (the cache, 8)
     max_new_tokens: int = 64             # answer length limit (a PPO run's KL uses its own, 1)
