@@ -49,7 +49,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert [p["n"] for p in bon] == [1, 2] and bon[1]["kl"] == pytest.approx(math.log(2) - 0.5)
     assert all(p["kl_is_upper_bound"] for p in bon) and all(-1 <= p["gain"]["mean"] <= 1 for p in bon[1:])
     assert set(fr["fits"]) == methods  # one point past the origin each here: too few to fit, so None
-    assert {(r["kl"], r["method"]) for r in fr["matched"]} == {(k, m) for k in (1.0, 2.0) for m in methods}
+    assert {(r["kl"], r["method"]) for r in fr["matched"]} == {(k, m) for k in (0.5, 1.0) for m in methods}
     assert [r["reward_model"] for r in fr["rm_data"]] == [str(tmp_path / "reward")] + \
         [str(f / f"reward_q{p}") for p in (4, 2)]
     assert [r["comparisons"] for r in fr["rm_data"]] == [n, n // 4, n // 2]
