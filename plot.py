@@ -55,7 +55,8 @@ COMMANDS = {  # what writes each stage's log, for the message when it is missing
     "rloo": "python ppo.py --estimator=rloo", "grpo": "python ppo.py --estimator=grpo", "dpo": "python dpo.py"}
 # one colour per policy in every figure, so a reader matches PPO's bar to PPO's curve without the legend
 COLORS = {"gpt": "#9e9e9e", "gpt_prompted": "#8c564b", "sft": "#222222", "ppo": "#1f77b4", "ppo_ptx": "#17becf",
-          "ppo_r2": "#393b79", "rloo": "#ff7f0e", "grpo": "#2ca02c", "dpo": "#d62728", "best_of": "#9467bd", "beta0": "#6baed6"}
+          "ppo_r2": "#393b79", "rloo": "#ff7f0e", "grpo": "#2ca02c", "dpo": "#d62728", "best_of": "#9467bd",
+          "beta0": "#6baed6", "distill": "#08306b"}
 WIDTH = 8    # inches at DPI: 800 px, the README's width, so a figure is shown at 1:1 and its text stays legible
 DPI = 100
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded assistant world, start to finish, with the default (CPU) recipes:
-#   prepare -> pretrain -> sft -> label -> reward -> ppo -> evaluate -> plot   (InstructGPT's, with best-of-8 beside)
+#   prepare -> pretrain -> sft -> label -> reward -> ppo -> distill -> evaluate -> plot
+#   (InstructGPT's, with best-of-8 beside; distill: context distillation, so that PPO's gains hold in a conversation)
 #
 #   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (13-17 minutes, 2 CPU cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
@@ -48,13 +49,15 @@ OUT=${OUT_DIR:-out/seed_$SEED} DATA=$OUT/data  # $OUT, if set, holds everything:
 if [[ $SEED == 0 && -z $OUT_DIR ]]; then OUT=out DATA=data/assistant; fi
 S=--seed=$SEED  # the world's seed and every stage's
 PTX=0.1         # PPO-ptx's pretraining-loss coefficient, chosen by measurement (docs/experiments.md "PPO-ptx")
-PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DPO=() RFT=() EVAL=(--max_new_tokens=64) FRONT=()
+PRETRAIN=() SFT=() LABEL=(--max_new_tokens=64) REWARD=() PPO=() DISTILL=() DSFT=() DPO=() RFT=()
+EVAL=(--max_new_tokens=64) FRONT=()
 if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing outside out/tiny is touched
     OUT=${OUT_DIR:-out/tiny}
     DATA=$OUT/data
     PRETRAIN=(--n_layer=2 --n_head=2 --n_embd=32 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2)
     SFT=(--epochs=0.25 --batch_size=256 --grad_accum=1 --eval_interval=10)
     RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
+    DISTILL=(--max_new_tokens=8 --temperature=1) DSFT=(--epochs=1 --batch_size=2 --grad_accum=2)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --vf_warmup=1 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
     EVAL=(--max_new_tokens=8 --best_of=2) FRONT=(--max_new_tokens=8 --best_of=2 --kl_samples=1)
@@ -96,7 +99,15 @@ $PY ppo.py --data_dir=$DATA --init_from=$OUT/sft --reward=$OUT/reward --out_dir=
     | grep --line-buffered -E "^models|^ppo|step [0-9]*0/"
 took ppo
 
-POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo REWARDS=$OUT/reward PREFS=""
+stage "distill: PPO's answers to each later question alone, taught in its conversation ($OUT/distill)"
+# context distillation (distill.py): RL's gains are made on first turns and do not carry to turns 3-5; the recipe
+# (a constant 1e-4, 2 epochs, no weight decay) chosen in docs/experiments.md, "Conversations, fourteenth try"
+$PY distill.py --init_from=$OUT/ppo --data_dir=$DATA --out_dir=$OUT/distill_data $S "${DISTILL[@]}" | grep -E "^sft_"
+$PY sft.py --data_dir=$OUT/distill_data --init_from=$OUT/ppo --out_dir=$OUT/distill --epochs=2 --learning_rate=1e-4 \
+    --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 $S "${DSFT[@]}" | grep --line-buffered -E "val_loss|^data"
+took distill
+
+POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/distill REWARDS=$OUT/reward PREFS=""
 if [[ $FULL == 1 ]]; then
     stage "dpo: the SFT policy on the same comparisons, no reward model ($OUT/dpo)"
     $PY dpo.py --data_dir=$DATA --init_from=$OUT/sft --out_dir=$OUT/dpo $S "${DPO[@]}" \

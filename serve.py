@@ -2,7 +2,7 @@
 Serve a chat checkpoint the way every serving tool does (vLLM, llama.cpp's server, Ollama, TGI): an OpenAI-compatible
 chat-completions API, streaming included, and a one-page web chat. The standard library's HTTP server, nothing new.
 
-    python serve.py --ckpt=out/ppo                      # http://127.0.0.1:8000/ is the web chat
+    python serve.py --ckpt=out/distill                  # http://127.0.0.1:8000/ is the web chat (run.sh's last model)
     python serve.py --ckpt=out/sft_hf --port=8001       # a Hugging Face GPT-2 directory (export.py) works too
     python serve.py --ckpt=out/ppo --reward=out/reward --best_of=8    # every answer the RM's pick of 8 samples
 
@@ -17,7 +17,7 @@ Any OpenAI client works with the base URL http://127.0.0.1:8000/v1 and any API k
 
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none")
-    r = client.chat.completions.create(model="out/ppo",
+    r = client.chat.completions.create(model="out/distill",
                                        messages=[{"role": "user", "content": "Where does the drook live?"}])
     print(r.choices[0].message.content)
 
@@ -81,7 +81,7 @@ from tokenizer import get_tokenizer
 
 @dataclass
 class Config:
-    ckpt: str = "out/ppo"         # the chat model: a run directory, a ckpt.pt, or a Hugging Face GPT-2 directory
+    ckpt: str = "out/distill"     # the chat model: a run directory, a ckpt.pt, or a Hugging Face GPT-2 directory
     host: str = "127.0.0.1"       # the address to listen on (9)
     port: int = 8000              # 0 picks a free port
     reward: str = ""              # a reward checkpoint for --best_of (8)

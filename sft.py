@@ -32,8 +32,9 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
  7. The checkpoint has stage "sft" and names its parent (the pretrained checkpoint); the tokenizer must be the data's.
  8. Rejection-sampling fine-tuning (Llama 2 section 3.2.3; RAFT, Dong et al. 2023), the cheapest RM-based method: a
     file of sample.py --prompts --best_of=N --reward=RM records (a prompt and the RM's pick of N answers) is read as
-    the demonstrations of the picks that ended by themselves. run.sh --full continues SFT on the RM's best of 8 of
-    the SFT model's answers to each labeling prompt: evaluate.py's rft row.
+    the demonstrations of the picks that ended by themselves, the loss on the pick alone (a prompt's earlier
+    answers are context, not targets). run.sh --full continues SFT on the RM's best of 8 of the SFT model's answers
+    to each labeling prompt: evaluate.py's rft row. distill.py's records (context distillation) are read the same way.
 """
 
 import json
@@ -91,9 +92,14 @@ def load_demonstrations(path, tok, block_size):
     """Rendered (ids, targets) pairs of a demonstrations file; conversations longer than the context are dropped.
     (8) A sample.py record is the demonstration of its first answer, if that answer ended by itself."""
     records = read_jsonl(path, check_demonstration, hint="run python data/assistant/prepare.py")
-    records = [{"messages": r["messages"] + [{"role": "assistant", "content": r["responses"][0]}]}
-               if "responses" in r else r for r in records if (r.get("finished") or [True])[0]]
-    rendered = [tok.render_conversation(r["messages"]) for r in records]
+    rendered = []
+    for r in records:
+        if "responses" not in r:
+            rendered.append(tok.render_conversation(r["messages"]))
+        elif (r.get("finished") or [True])[0]:  # (8) the prompt is context: only its answer is trained
+            n = len(tok.render_prompt(r["messages"]))  # ids up to <|assistant|>; the answer's first target at n - 1
+            ids, tg = tok.render_conversation(r["messages"] + [{"role": "assistant", "content": r["responses"][0]}])
+            rendered.append((ids, [-1] * (n - 1) + tg[n - 1:]))
     kept = [r for r in rendered if len(r[0]) <= block_size]
     if len(kept) < len(rendered):
         print(f"warning: {path}: dropped {len(rendered) - len(kept)} conversations longer than {block_size} tokens")

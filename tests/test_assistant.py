@@ -487,6 +487,23 @@ def test_sft_reads_sample_py_records_as_demonstrations_of_their_first_finished_a
         load_demonstrations(path, tok, 192)
 
 
+def test_sft_trains_only_the_answer_of_a_sample_py_record_never_its_conversations_earlier_answers(tmp_path):
+    """(sft.py 8) A labeling conversation's earlier answers are the world's ideal ones: rft (and distill.py's
+    records) must learn the sampled answer after them, not them; a demonstration trains every assistant turn."""
+    tok = get_tokenizer("bytes")
+    conv = [{"role": "system", "content": "Write only in lowercase letters."},
+            {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "2 + 3 = 5."},
+            {"role": "user", "content": "What does the drook eat?"}]
+    path = tmp_path / "picks.jsonl"
+    path.write_text(json.dumps({"messages": conv, "responses": ["the drook eats fish."], "finished": [True]}) + "\n"
+                    + json.dumps({"messages": conv + [{"role": "assistant", "content": "the drook eats fish."}]}))
+    (ids, targets), (demo_ids, demo_targets) = load_demonstrations(path, tok, 192)
+    assert ids == demo_ids  # the same tokens; only what is learned differs
+    trained = [t for t in targets if t != -1]
+    assert trained == tok.encode("the drook eats fish.") + [tok.end_id]
+    assert len([t for t in demo_targets if t != -1]) == len(trained) + len(tok.encode("2 + 3 = 5.")) + 1
+
+
 def test_conversations_run_three_to_five_turns_and_a_system_message_holds_in_every_one(world):
     """A share of every file is the last turn of a conversation of 3-5 turns (fewer where the oldest exchanges were
     cut to fit PROMPT_TOKENS); a system message, first and only once, constrains every answer of its conversation

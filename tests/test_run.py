@@ -20,8 +20,9 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     proc = subprocess.run(["bash", "run.sh", "--tiny", "--seed=3", "--full", "--frontier", "--betas=0",
                            "--dpo_betas=0.1"], cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "rloo", "grpo", "dpo", "sft_good", "rft",
-                  "ppo_ptx", "grpo_verifier", "ppo_rm_verifier", "round 2 comparisons and RM", "ppo_r2", "evaluate",
+    for stage in ("prepare", "pretrain", "sft", "label", "reward", "ppo", "distill", "rloo", "grpo", "dpo", "sft_good",
+                  "rft", "ppo_ptx", "grpo_verifier", "ppo_rm_verifier", "round 2 comparisons and RM", "ppo_r2",
+                  "evaluate",
                   "frontier's 6 trainings",
                   "frontier's measurements", "plot"):
         assert f"-- {stage} took" in proc.stdout
@@ -55,20 +56,31 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert [r["comparisons"] for r in fr["rm_data"]] == [n, n // 4, n // 2]
     assert len(os.listdir(f / "points")) == 1 + len(runs) + 1  # sft, each run's one snapshot, best-of-n: cached
     res = json.load(open(tmp_path / "eval" / "results.json"))
-    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "rloo", "grpo", "dpo",
-                                    "best_of_2", "sft_good", "rft", "ppo_ptx", "grpo_verifier", "ppo_rm_verifier",
-                                    "ppo_r2"}
+    assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite", "ppo", "distill", "rloo", "grpo",
+                                    "dpo", "best_of_2", "sft_good", "rft", "ppo_ptx", "grpo_verifier",
+                                    "ppo_rm_verifier", "ppo_r2"}
     # sft_good: the pretrained model on the ideal demonstrations; rft: SFT continued on the RM's picks of 8
     good, rft = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("sft_good", "rft"))
     assert good["config"]["data_dir"] == str(tmp_path / "data" / "good") and good["parent"] == str(tmp_path / "pretrain")
     assert rft["parent"] == str(tmp_path / "sft")
+    # distill: the PPO policy's answers alone, after each conversation and alone, then sft.py from ppo on them
+    distilled = torch.load(tmp_path / "distill" / "ckpt.pt", weights_only=False)
+    assert distilled["parent"] == str(tmp_path / "ppo")
+    assert distilled["config"]["data_dir"] == str(tmp_path / "distill_data")
+    targets = [(json.dumps(r["messages"]), r["responses"][0])
+               for r in map(json.loads, open(tmp_path / "distill_data" / "sft_train.jsonl"))]
+    evals = {json.dumps(json.loads(line)["messages"]) for line in open(tmp_path / "data" / "prompts_eval.jsonl")}
+    convs = [(json.loads(m), a) for m, a in targets if m.count('"role": "user"') >= 2]
+    alone = [(json.dumps([m for m in msgs[:1] if m["role"] == "system"] + msgs[-1:]), a) for msgs, a in convs]
+    assert convs and all(t in targets or t[0] in evals for t in alone)  # each answer alone too, unless held out
+    assert len(targets) == len(convs) + sum(t[0] not in evals for t in alone)
     picks = [json.loads(line) for line in open(tmp_path / "rft_data" / "sft_train.jsonl")]
     n_label = sum(1 for _ in open(tmp_path / "data" / "prompts_label.jsonl"))  # one pick per labeling prompt
     assert len(picks) == n_label == 2000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
                                                                   "grpo_verifier", "ppo_rm_verifier", "ppo_r2",
-                                                                  "sft_good", "rft"}
+                                                                  "sft_good", "rft", "distill"}
     # round 2 ranks the round-1 PPO policy's answers: sample.py gives the same answers again from ppo, not from sft
     data, r2 = tmp_path / "data", tmp_path / "samples_r2.jsonl"
     rows = [json.loads(line) for line in open(data / "round2" / "prefs_train.jsonl")]
@@ -94,7 +106,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     # --seed=3 is the world's seed and every stage's
     assert json.load(open(tmp_path / "data" / "meta.json"))["seed"] == 3 and res["settings"]["seed"] == 3
     for stage in ("pretrain", "sft", "reward", "ppo", "ppo_ptx", "dpo", "rloo", "grpo", "reward_r2", "ppo_r2",
-                  "sft_good", "rft", "grpo_verifier", "ppo_rm_verifier"):
+                  "sft_good", "rft", "grpo_verifier", "ppo_rm_verifier", "distill"):
         assert torch.load(tmp_path / stage / "ckpt.pt", weights_only=False)["config"]["seed"] == 3, stage
 
 

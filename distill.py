@@ -1,0 +1,124 @@
+"""
+Context distillation (Askell et al. 2021, "A General Language Assistant as a Laboratory for Alignment", section 3.2;
+Snell et al. 2022, "Learning by Distilling Context"): a policy answers each later question of a conversation as it
+answers the same question alone. This script writes the targets; sft.py trains on them, as run.sh's rft does.
+
+    python ppo.py                                     # out/ppo: RL's gains are made mostly on first turns
+    python distill.py                                 # out/ppo -> out/distill_data/{sft_train,sft_val}.jsonl
+    python sft.py --data_dir=out/distill_data --init_from=out/ppo --out_dir=out/distill --epochs=2 \\
+        --learning_rate=1e-4 --min_lr=1e-4 --warmup_iters=0 --weight_decay=0     # out/distill: chat with this one
+    python sample.py --ckpt=out/distill --chat
+
+Why: PPO's gains do not carry to a longer context. On the embedded world its answers in turns 3-5 of a conversation
+make things up and answer half of two-part questions more often than the same questions alone, and so do DPO, rft,
+GRPO and RLOO, and PPO whose reward is the gold labeler's own score; the same question alone is answered well. The
+teacher is the policy itself given the question alone; no RM, labeler or ideal answer enters. Evidence and the
+recipe's choice: docs/experiments.md, "Conversations, fourteenth try".
+
+Details, numbered where the code implements them.
+ 1. Conversations: every record with two or more user turns in prompts_rl.jsonl, prompts_label.jsonl and
+    sft_train.jsonl (for the demonstrations, the conversation before their last answer) -> sft_train.jsonl;
+    sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). Never an evaluation prompt: a question alone that
+    is one of prompts_eval.jsonl's is not written (evaluate.py's prompts stay unseen in every training file).
+ 2. The question alone is the conversation's system message (if any) and its last user message, nothing between:
+    what evaluate.py (22) measures a later turn against. A question that refers back to the conversation ("And where
+    does it live?", the world's family "multiturn") asks nothing alone and is skipped.
+ 3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens; an answer that does not end by itself
+    is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers never end.)
+ 4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
+    (what is learned) and after the question alone (an anchor: without it the answers alone drift, docs/).
+    sft.py (8) trains only the response of such a record: the conversation's earlier answers are context.
+"""
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+
+import torch
+
+from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
+    parse_config, read_jsonl, setup
+from tokenizer import get_tokenizer
+
+
+@dataclass
+class Config:
+    init_from: str = "out/ppo"          # the policy to distill into itself (any chat checkpoint)
+    data_dir: str = "data/assistant"    # prompts_rl.jsonl, prompts_label.jsonl, sft_train.jsonl, sft_val.jsonl
+    out_dir: str = "out/distill_data"   # sft.py's --data_dir: sft_train.jsonl, sft_val.jsonl, meta.json (and the
+                                        # world's prompts_rl.jsonl, from which serve.py's page draws examples)
+    max_new_tokens: int = 64            # (3) the teacher's answer length limit (evaluate.py's)
+    temperature: float = 0.0            # (3) the teacher's: 0 is greedy, evaluate.py's answers; > 0 samples
+    batch_size: int = 64                # prompts per generation batch
+    seed: int = 1337
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+def alone(messages):
+    """(2) A conversation's last question alone: its system message (if any) and last user message."""
+    return [m for m in messages[:1] if m["role"] == "system"] + messages[-1:]
+
+
+def conversations(records):
+    """(1, 2) The conversations (message lists ending with a user turn) of records with two or more user turns whose
+    last question does not refer back. A demonstration (last message the assistant's) gives the one before it."""
+    out = []
+    for r in records:
+        msgs = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
+        if sum(m["role"] == "user" for m in msgs) >= 2 and r.get("family") != "multiturn":
+            out.append(msgs)
+    return out
+
+
+def targets(convs, answers, held_out=()):
+    """(4) sample.py records: each finished answer after its conversation and after its question alone, except
+    after a prompt in held_out (json.dumps of its messages: the evaluation prompts, 1)."""
+    out = []
+    for msgs, (text, finished) in zip(convs, answers):
+        if finished:  # (3)
+            out += [{"messages": m, "responses": [text], "finished": [True]} for m in (msgs, alone(msgs))
+                    if json.dumps(m) not in held_out]
+    return out
+
+
+if __name__ == "__main__":
+    cfg = parse_config(Config)
+    rt = setup(cfg.device, cfg.dtype, cfg.seed)
+    ckpt = load_checkpoint(cfg.init_from, stages=LM_STAGES[1:], hint="distill.py distills a chat model: run ppo.py")
+    tok = get_tokenizer(ckpt["tokenizer"])
+    model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    meta = os.path.join(cfg.data_dir, "meta.json")
+    if not os.path.exists(meta):
+        raise SystemExit(f"{meta} not found: run python data/assistant/prepare.py")
+    print(f"config: {json.dumps(asdict(cfg))}")
+    evals = os.path.join(cfg.data_dir, "prompts_eval.jsonl")  # (1)
+    held_out = set()
+    if os.path.exists(evals):
+        held_out = {json.dumps(r["messages"]) for r in read_jsonl(evals, check_messages)}
+    splits = {"sft_train.jsonl": ("prompts_rl.jsonl", "prompts_label.jsonl", "sft_train.jsonl"),
+              "sft_val.jsonl": ("sft_val.jsonl",)}
+    written = {}
+    for out_name, sources in splits.items():
+        convs = []
+        for name in sources:
+            convs += conversations(read_jsonl(os.path.join(cfg.data_dir, name), check_messages,
+                                              hint="run python data/assistant/prepare.py"))
+        prompts = [tok.render_prompt(alone(c)) for c in convs]
+        gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
+        answers = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens,
+                                   temperature=cfg.temperature, batch_size=cfg.batch_size, generator=gen)  # (3)
+        written[out_name] = targets(convs, [(tok.decode(ids), fin) for ids, fin in answers], held_out)
+        print(f"{out_name}: {len(convs)} conversations from {', '.join(sources)}, "
+              f"{sum(f for _, f in answers)} answers alone that ended by themselves, {len(written[out_name])} records")
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    for out_name, records in written.items():  # each file whole or not at all
+        tmp = os.path.join(cfg.out_dir, out_name + ".tmp")
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        os.replace(tmp, os.path.join(cfg.out_dir, out_name))
+    shutil.copy(meta, os.path.join(cfg.out_dir, "meta.json"))  # sft.py checks the data's tokenizer
+    shutil.copy(os.path.join(cfg.data_dir, "prompts_rl.jsonl"), cfg.out_dir)  # serve.py's page: its example questions
+    print(f"wrote {cfg.out_dir}: train with python sft.py --data_dir={cfg.out_dir} --init_from={cfg.init_from} "
+          f"(run.sh's distill stage)")

@@ -1,0 +1,69 @@
+"""distill.py: which conversations it distills, the question alone, its records, and sft.py on them."""
+import json
+import re
+
+from conftest import read, run
+from distill import alone, conversations, targets
+from sft import load_demonstrations
+from tokenizer import get_tokenizer
+
+SYSTEM = {"role": "system", "content": "Begin every answer with Certainly!"}
+U1, A1 = {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "Certainly! 2 + 3 = 5."}
+U2 = {"role": "user", "content": "Where does the drook live?"}
+
+
+def test_the_question_alone_keeps_the_system_message_and_the_last_user_turn_only():
+    assert alone([SYSTEM, U1, A1, U2]) == [SYSTEM, U2]
+    assert alone([U1, A1, U2]) == [U2]
+
+
+def test_conversations_are_the_later_turns_that_ask_something_alone():
+    """(1, 2) Two user turns or more; an "it" follow-up is skipped; a demonstration gives the prompt before its last
+    answer; a first turn is not a conversation."""
+    records = [{"messages": [SYSTEM, U1, A1, U2], "family": "knowledge"},
+               {"messages": [U1, A1, {"role": "user", "content": "And where does it live?"}], "family": "multiturn"},
+               {"messages": [U1, A1, U2, {"role": "assistant", "content": "The drook lives in the cave."}],
+                "family": "knowledge"},
+               {"messages": [U2], "family": "knowledge"},
+               {"messages": [U1, A1]}]
+    assert conversations(records) == [[SYSTEM, U1, A1, U2], [U1, A1, U2]]
+
+
+def test_each_finished_answer_is_a_target_after_its_conversation_and_alone_and_sft_learns_only_it(tmp_path):
+    """(3, 4) The teacher's answer twice (the conversation, then the anchor); an unfinished one is dropped; sft.py
+    trains the answer and its <|end|>, never the conversation's earlier answer."""
+    tok = get_tokenizer("bytes")
+    convs = [[SYSTEM, U1, A1, U2], [U1, A1, U2]]
+    recs = targets(convs, [("Certainly! The drook lives in the cave.", True), ("The drook lives", False)])
+    assert [r["messages"] for r in recs] == [convs[0], [SYSTEM, U2]]
+    held_out = {json.dumps([SYSTEM, U2])}  # (1) an evaluation prompt is never a training prompt
+    assert [r["messages"] for r in targets(convs, [("x", True)] * 2, held_out)] == [convs[0], convs[1], [U2]]
+    assert all(r["responses"] == ["Certainly! The drook lives in the cave."] and r["finished"] == [True] for r in recs)
+    path = tmp_path / "sft_train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    answer = tok.encode("Certainly! The drook lives in the cave.") + [tok.end_id]
+    for ids, tg in load_demonstrations(path, tok, 256):
+        assert [t for t in tg if t != -1] == answer and ids[-len(answer):] == answer
+
+
+def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_path):
+    """The script end to end on a tiny model: both files, meta.json for sft.py, no evaluation prompt; a pretrained
+    model is refused (it does not read the chat format)."""
+    proc = run("distill.py", f"--init_from={tiny_pt}", f"--data_dir={world}", f"--out_dir={tmp_path}", check=False)
+    assert proc.returncode == 1 and "distill.py distills a chat model" in proc.stderr
+    sft = tmp_path / "sft"
+    run("sft.py", f"--data_dir={world}", f"--init_from={tiny_pt}", f"--out_dir={sft}", "--epochs=0.01",
+        "--batch_size=4", "--grad_accum=1", "--eval_interval=1000")
+    out = tmp_path / "distill_data"
+    proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={out}", "--max_new_tokens=8",
+               "--temperature=1", "--device=cpu")
+    counts = re.findall(r"(sft_\w+).jsonl: (\d+) conversations .*, (\d+) answers alone .*, (\d+) records", proc.stdout)
+    assert [c[0] for c in counts] == ["sft_train", "sft_val"] and int(counts[0][1]) > 1000
+    for name, _, finished, records in counts:  # each finished answer twice, less the evaluation prompts
+        assert len(read(out / f"{name}.jsonl")) == int(records) <= 2 * int(finished)
+    train = read(out / "sft_train.jsonl")
+    for name in ("meta.json", "prompts_rl.jsonl"):  # sft.py's tokenizer check; serve.py's example questions
+        assert (out / name).read_text() == (world / name).read_text()
+    evals = {json.dumps(r["messages"]) for r in read(world / "prompts_eval.jsonl") + read(world / "prompts_later.jsonl")}
+    assert not [r for r in train if json.dumps(r["messages"]) in evals]
+    assert all(r["messages"][-1]["role"] == "user" and len(r["responses"]) == 1 for r in train)
