@@ -18,8 +18,9 @@ recipe's choice: docs/experiments.md, "Conversations, fourteenth try".
 Details, numbered where the code implements them.
  1. Conversations: every record with two or more user turns in prompts_rl.jsonl, prompts_label.jsonl and
     sft_train.jsonl (for the demonstrations, the conversation before their last answer) -> sft_train.jsonl;
-    sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). Never an evaluation prompt: a question alone that
-    is one of prompts_eval.jsonl's is not written (evaluate.py's prompts stay unseen in every training file).
+    sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). None whose question alone is an evaluation prompt
+    or the question alone of one (prompts_eval.jsonl, prompts_later.jsonl): what evaluate.py measures in and out of a
+    conversation is never a question distillation has taught.
  2. The question alone is the conversation's system message (if any) and its last user message, nothing between:
     what evaluate.py (22) measures a later turn against. A question that refers back to the conversation ("And where
     does it live?", the world's family "multiturn") asks nothing alone and is skipped.
@@ -73,13 +74,12 @@ def conversations(records):
 
 
 def targets(convs, answers, held_out=()):
-    """(4) sample.py records: each finished answer after its conversation and after its question alone, except
-    after a prompt in held_out (json.dumps of its messages: the evaluation prompts, 1)."""
+    """(4) sample.py records: each finished answer after its conversation and after its question alone; none for a
+    conversation whose question alone is in held_out (json.dumps of messages lists: the evaluation's, 1)."""
     out = []
     for msgs, (text, finished) in zip(convs, answers):
-        if finished:  # (3)
-            out += [{"messages": m, "responses": [text], "finished": [True]} for m in (msgs, alone(msgs))
-                    if json.dumps(m) not in held_out]
+        if finished and json.dumps(alone(msgs)) not in held_out:  # (3) (1)
+            out += [{"messages": m, "responses": [text], "finished": [True]} for m in (msgs, alone(msgs))]
     return out
 
 
@@ -89,14 +89,18 @@ if __name__ == "__main__":
     ckpt = load_checkpoint(cfg.init_from, stages=LM_STAGES[1:], hint="distill.py distills a chat model: run ppo.py")
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    if os.path.abspath(cfg.out_dir) == os.path.abspath(cfg.data_dir):
+        raise SystemExit(f"--out_dir={cfg.out_dir} is the world's directory: its sft_train.jsonl would be replaced; "
+                         f"use another (run.sh's: out/distill_data)")
     meta = os.path.join(cfg.data_dir, "meta.json")
     if not os.path.exists(meta):
         raise SystemExit(f"{meta} not found: run python data/assistant/prepare.py")
     print(f"config: {json.dumps(asdict(cfg))}")
-    evals = os.path.join(cfg.data_dir, "prompts_eval.jsonl")  # (1)
-    held_out = set()
-    if os.path.exists(evals):
-        held_out = {json.dumps(r["messages"]) for r in read_jsonl(evals, check_messages)}
+    held_out = set()  # (1) the evaluation's prompts and their questions alone
+    for name in ("prompts_eval.jsonl", "prompts_later.jsonl"):
+        if os.path.exists(os.path.join(cfg.data_dir, name)):
+            for r in read_jsonl(os.path.join(cfg.data_dir, name), check_messages):
+                held_out |= {json.dumps(r["messages"]), json.dumps(alone(r["messages"]))}
     splits = {"sft_train.jsonl": ("prompts_rl.jsonl", "prompts_label.jsonl", "sft_train.jsonl"),
               "sft_val.jsonl": ("sft_val.jsonl",)}
     written = {}
@@ -111,7 +115,8 @@ if __name__ == "__main__":
                                    temperature=cfg.temperature, batch_size=cfg.batch_size, generator=gen)  # (3)
         written[out_name] = targets(convs, [(tok.decode(ids), fin) for ids, fin in answers], held_out)
         print(f"{out_name}: {len(convs)} conversations from {', '.join(sources)}, "
-              f"{sum(f for _, f in answers)} answers alone that ended by themselves, {len(written[out_name])} records")
+              f"{sum(f for _, f in answers)} answers alone that ended by themselves, {len(written[out_name])} records "
+              f"(two an answer; none for a question the evaluation asks)")
     os.makedirs(cfg.out_dir, exist_ok=True)
     for out_name, records in written.items():  # each file whole or not at all
         tmp = os.path.join(cfg.out_dir, out_name + ".tmp")

@@ -90,7 +90,8 @@ def check_demonstration(record):  # (1, 8)
 
 def load_demonstrations(path, tok, block_size):
     """Rendered (ids, targets) pairs of a demonstrations file; conversations longer than the context are dropped.
-    (8) A sample.py record is the demonstration of its first answer, if that answer ended by itself."""
+    (8) A sample.py record is the demonstration of its first answer, if that answer ended by itself: only that
+    answer (and its <|end|>) is trained."""
     records = read_jsonl(path, check_demonstration, hint="run python data/assistant/prepare.py")
     rendered = []
     for r in records:

@@ -498,7 +498,7 @@ def test_sft_trains_only_the_answer_of_a_sample_py_record_never_its_conversation
     path.write_text(json.dumps({"messages": conv, "responses": ["the drook eats fish."], "finished": [True]}) + "\n"
                     + json.dumps({"messages": conv + [{"role": "assistant", "content": "the drook eats fish."}]}))
     (ids, targets), (demo_ids, demo_targets) = load_demonstrations(path, tok, 192)
-    assert ids == demo_ids  # the same tokens; only what is learned differs
+    assert ids == demo_ids and len(targets) == len(ids)  # the same tokens; only what is learned differs
     trained = [t for t in targets if t != -1]
     assert trained == tok.encode("the drook eats fish.") + [tok.end_id]
     assert len([t for t in demo_targets if t != -1]) == len(trained) + len(tok.encode("2 + 3 = 5.")) + 1

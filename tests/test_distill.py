@@ -36,8 +36,8 @@ def test_each_finished_answer_is_a_target_after_its_conversation_and_alone_and_s
     convs = [[SYSTEM, U1, A1, U2], [U1, A1, U2]]
     recs = targets(convs, [("Certainly! The drook lives in the cave.", True), ("The drook lives", False)])
     assert [r["messages"] for r in recs] == [convs[0], [SYSTEM, U2]]
-    held_out = {json.dumps([SYSTEM, U2])}  # (1) an evaluation prompt is never a training prompt
-    assert [r["messages"] for r in targets(convs, [("x", True)] * 2, held_out)] == [convs[0], convs[1], [U2]]
+    held_out = {json.dumps([SYSTEM, U2])}  # (1) a question the evaluation asks is taught in no conversation
+    assert [r["messages"] for r in targets(convs, [("x", True)] * 2, held_out)] == [convs[1], [U2]]
     assert all(r["responses"] == ["Certainly! The drook lives in the cave."] and r["finished"] == [True] for r in recs)
     path = tmp_path / "sft_train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
@@ -64,6 +64,7 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
     train = read(out / "sft_train.jsonl")
     for name in ("meta.json", "prompts_rl.jsonl"):  # sft.py's tokenizer check; serve.py's example questions
         assert (out / name).read_text() == (world / name).read_text()
-    evals = {json.dumps(r["messages"]) for r in read(world / "prompts_eval.jsonl") + read(world / "prompts_later.jsonl")}
-    assert not [r for r in train if json.dumps(r["messages"]) in evals]
+    evals = [r["messages"] for r in read(world / "prompts_eval.jsonl") + read(world / "prompts_later.jsonl")]
+    held_out = {json.dumps(m) for m in evals} | {json.dumps(alone(m)) for m in evals}
+    assert not [r for r in train if json.dumps(alone(r["messages"])) in held_out]
     assert all(r["messages"][-1]["role"] == "user" and len(r["responses"]) == 1 for r in train)

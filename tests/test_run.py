@@ -69,11 +69,12 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert distilled["config"]["data_dir"] == str(tmp_path / "distill_data")
     targets = [(json.dumps(r["messages"]), r["responses"][0])
                for r in map(json.loads, open(tmp_path / "distill_data" / "sft_train.jsonl"))]
-    evals = {json.dumps(json.loads(line)["messages"]) for line in open(tmp_path / "data" / "prompts_eval.jsonl")}
     convs = [(json.loads(m), a) for m, a in targets if m.count('"role": "user"') >= 2]
     alone = [(json.dumps([m for m in msgs[:1] if m["role"] == "system"] + msgs[-1:]), a) for msgs, a in convs]
-    assert convs and all(t in targets or t[0] in evals for t in alone)  # each answer alone too, unless held out
-    assert len(targets) == len(convs) + sum(t[0] not in evals for t in alone)
+    assert convs and set(alone) <= set(targets) and len(targets) == 2 * len(convs)  # each answer alone too
+    later = {json.dumps(r["messages"][-1:]) for r in map(json.loads, open(tmp_path / "data" / "prompts_later.jsonl"))
+             if r["messages"][0]["role"] != "system"}
+    assert not later & {m for m, _ in alone}  # no question the evaluation asks alone is taught
     picks = [json.loads(line) for line in open(tmp_path / "rft_data" / "sft_train.jsonl")]
     n_label = sum(1 for _ in open(tmp_path / "data" / "prompts_label.jsonl"))  # one pick per labeling prompt
     assert len(picks) == n_label == 2000 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
