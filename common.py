@@ -401,6 +401,12 @@ def left_truncate(ids, limit, what):
     return ids
 
 
+def question_alone(messages):
+    """A conversation's last question alone: its system message (if any) and last message, nothing between.
+    evaluate.py (22) measures a later turn against it; distill.py teaches its answer in the conversation."""
+    return [m for m in messages[:1] if m["role"] == "system"] + messages[-1:]
+
+
 def fit_chat(tok, messages, limit):
     """Render messages as a prompt, dropping the oldest exchanges (not the system message) until it fits.
     Returns (ids, the messages kept)."""

@@ -21,9 +21,9 @@ Details, numbered where the code implements them.
     sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). None whose question alone is an evaluation prompt
     or the question alone of one (prompts_eval.jsonl, prompts_later.jsonl): what evaluate.py measures in and out of a
     conversation is never a question distillation has taught.
- 2. The question alone is the conversation's system message (if any) and its last user message, nothing between:
-    what evaluate.py (22) measures a later turn against. A question that refers back to the conversation ("And where
-    does it live?", the world's family "multiturn") asks nothing alone and is skipped.
+ 2. The question alone is the conversation's system message (if any) and its last user message, nothing between
+    (common.question_alone): what evaluate.py (22) measures a later turn against. A question that refers back to
+    the conversation ("And where does it live?", the world's family "multiturn") asks nothing alone: skipped.
  3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens; an answer that does not end by itself
     is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers never end.)
  4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
-    parse_config, read_jsonl, setup
+    parse_config, question_alone as alone, read_jsonl, setup
 from tokenizer import get_tokenizer
 
 
@@ -57,11 +57,6 @@ class Config:
     dtype: str = "auto"
 
 
-def alone(messages):
-    """(2) A conversation's last question alone: its system message (if any) and last user message."""
-    return [m for m in messages[:1] if m["role"] == "system"] + messages[-1:]
-
-
 def conversations(records):
     """(1, 2) The conversations (message lists ending with a user turn) of records with two or more user turns whose
     last question does not refer back. A demonstration (last message the assistant's) gives the one before it."""
@@ -75,7 +70,9 @@ def conversations(records):
 
 def targets(convs, answers, held_out=()):
     """(4) sample.py records: each finished answer after its conversation and after its question alone; none for a
-    conversation whose question alone is in held_out (json.dumps of messages lists: the evaluation's, 1)."""
+    conversation whose question alone is in held_out (json.dumps of messages lists: the evaluation's, 1). Held-out
+    conversations are answered too: which prompts share a generation batch moves a bf16 greedy answer now and then,
+    and the recipe was measured with every conversation answered."""
     out = []
     for msgs, (text, finished) in zip(convs, answers):
         if finished and json.dumps(alone(msgs)) not in held_out:  # (3) (1)

@@ -72,7 +72,7 @@ import torch
 
 import common
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, load_labeler, \
-    model_from_checkpoint, parse_config, read_jsonl, setup
+    model_from_checkpoint, parse_config, question_alone, read_jsonl, setup
 from pretrain import load_tokens
 from reward import (best_of_n, encode_answer, load_comparisons, load_reward_model, pad_right, pairwise_accuracy,
                     score_sequences)
@@ -342,8 +342,7 @@ def harmful_under_system(records, reasons):
 
 def alone(record):
     """(22) A later-turn prompt's twin: its system message (if any) and last user message, nothing between."""
-    msgs = record["messages"]
-    return {**record, "messages": [m for m in msgs[:1] if m["role"] == "system"] + msgs[-1:], "turn": 1}
+    return {**record, "messages": question_alone(record["messages"]), "turn": 1}
 
 
 def later_turns(labeler, records, texts, alone_texts):

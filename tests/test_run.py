@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from common import question_alone
 from conftest import ROOT
 
 
@@ -70,7 +71,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     targets = [(json.dumps(r["messages"]), r["responses"][0])
                for r in map(json.loads, open(tmp_path / "distill_data" / "sft_train.jsonl"))]
     convs = [(json.loads(m), a) for m, a in targets if m.count('"role": "user"') >= 2]
-    alone = [(json.dumps([m for m in msgs[:1] if m["role"] == "system"] + msgs[-1:]), a) for msgs, a in convs]
+    alone = [(json.dumps(question_alone(msgs)), a) for msgs, a in convs]
     assert convs and set(alone) <= set(targets) and len(targets) == 2 * len(convs)  # each answer alone too
     later = {json.dumps(r["messages"][-1:]) for r in map(json.loads, open(tmp_path / "data" / "prompts_later.jsonl"))
              if r["messages"][0]["role"] != "system"}
