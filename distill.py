@@ -13,19 +13,23 @@ Why: PPO's gains do not carry to a longer context. On the embedded world its ans
 make things up and answer half of two-part questions more often than the same questions alone, and so do DPO, rft,
 GRPO and RLOO, and PPO whose reward is the gold labeler's own score; the same question alone is answered well. The
 teacher is the policy itself given the question alone; no RM, labeler or ideal answer enters. Evidence and the
-recipe's choice: docs/experiments.md, "Conversations, fourteenth try".
+recipe's choice: docs/experiments.md, "Conversations, fourteenth try" and "fifteenth try".
 
 Details, numbered where the code implements them.
  1. Conversations: every record with two or more user turns in prompts_rl.jsonl, prompts_label.jsonl and
-    sft_train.jsonl (for the demonstrations, the conversation before their last answer) -> sft_train.jsonl;
-    sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). None whose question alone is an evaluation prompt
-    or the question alone of one (prompts_eval.jsonl, prompts_later.jsonl): what evaluate.py measures in and out of a
-    conversation is never a question distillation has taught.
+    sft_train.jsonl (for the demonstrations, the conversation before their last answer), and composed ones: each
+    distinct one-turn question of those files after a history drawn from prompts_rl's and prompts_label's
+    conversations (a prefix ending with an answer after 2-4 user turns, the world's answers, with the question's
+    system message or none), so that every kind of question, not only those that end a conversation, is taught in
+    one -> sft_train.jsonl; sft_val.jsonl's -> sft_val.jsonl (sft.py's validation loss). None whose question alone
+    is an evaluation prompt or the question alone of one (prompts_eval.jsonl, prompts_later.jsonl): what
+    evaluate.py measures in and out of a conversation is never a question distillation has taught.
  2. The question alone is the conversation's system message (if any) and its last user message, nothing between
     (common.question_alone): what evaluate.py (22) measures a later turn against. A question that refers back to
     the conversation ("And where does it live?", the world's family "multiturn") asks nothing alone: skipped.
- 3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens; an answer that does not end by itself
-    is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers never end.)
+ 3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens, one for each distinct question alone;
+    an answer that does not end by itself is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers
+    never end.)
  4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
     (what is learned) and after the question alone (an anchor: without it the answers alone drift, docs/).
     sft.py (8) trains only the response of such a record: the conversation's earlier answers are context.
@@ -33,6 +37,7 @@ Details, numbered where the code implements them.
 
 import json
 import os
+import random
 import shutil
 from dataclasses import asdict, dataclass
 
@@ -68,6 +73,37 @@ def conversations(records):
     return out
 
 
+def histories(records):
+    """(1) Where a composed conversation begins: each prefix of the records' conversations that ends with an answer
+    after two to four user turns (the question that follows is turn 3-5: evaluate.py's later turns)."""
+    out = {}
+    for r in records:
+        m = r["messages"]
+        for i, msg in enumerate(m):
+            if msg["role"] == "assistant" and 2 <= sum(x["role"] == "user" for x in m[:i]) <= 4:
+                out[json.dumps(m[:i + 1])] = m[:i + 1]
+    return list(out.values())
+
+
+def composed(records, hists, rng):
+    """(1) Each distinct one-turn question of the records after a history drawn at random among those with the same
+    system message (or none): the questions the world asks alone, asked again later in a conversation."""
+    by_system = {}
+    for h in hists:
+        by_system.setdefault(h[0]["content"] if h[0]["role"] == "system" else None, []).append(h)
+    questions = {}
+    for r in records:
+        msgs = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
+        if sum(m["role"] == "user" for m in msgs) == 1:
+            questions[json.dumps(msgs)] = msgs
+    out = []
+    for q in questions.values():
+        pool = by_system.get(q[0]["content"] if q[0]["role"] == "system" else None)
+        if pool:
+            out.append(rng.choice(pool) + q[-1:])
+    return out
+
+
 def targets(convs, answers, held_out=()):
     """(4) sample.py records: each finished answer after its conversation and after its question alone; none for a
     conversation whose question alone is in held_out (json.dumps of messages lists: the evaluation's, 1). Held-out
@@ -100,20 +136,27 @@ if __name__ == "__main__":
                 held_out |= {json.dumps(r["messages"]), json.dumps(alone(r["messages"]))}
     splits = {"sft_train.jsonl": ("prompts_rl.jsonl", "prompts_label.jsonl", "sft_train.jsonl"),
               "sft_val.jsonl": ("sft_val.jsonl",)}
+    rng = random.Random(cfg.seed)
     written = {}
     for out_name, sources in splits.items():
-        convs = []
-        for name in sources:
-            convs += conversations(read_jsonl(os.path.join(cfg.data_dir, name), check_messages,
-                                              hint="run python data/assistant/prepare.py"))
-        prompts = [tok.render_prompt(alone(c)) for c in convs]
+        records = {name: read_jsonl(os.path.join(cfg.data_dir, name), check_messages,
+                                    hint="run python data/assistant/prepare.py") for name in sources}
+        convs = [c for name in sources for c in conversations(records[name])]
+        own = len(convs)
+        # (1) histories from the RL and labeling prompts: their earlier answers are the world's, as in evaluate.py's
+        hists = histories(records.get("prompts_rl.jsonl", []) + records.get("prompts_label.jsonl", []))
+        convs += composed([r for name in sources for r in records[name]], hists, rng)
+        prompts = [tuple(tok.render_prompt(alone(c))) for c in convs]
+        distinct = list(dict.fromkeys(prompts))  # (3) each question alone answered once
         gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
-        answers = generate_batched(model, prompts, rt, tok.pad_id, tok.end_id, cfg.max_new_tokens,
-                                   temperature=cfg.temperature, batch_size=cfg.batch_size, generator=gen)  # (3)
-        written[out_name] = targets(convs, [(tok.decode(ids), fin) for ids, fin in answers], held_out)
-        print(f"{out_name}: {len(convs)} conversations from {', '.join(sources)}, "
-              f"{sum(f for _, f in answers)} answers alone that ended by themselves, {len(written[out_name])} records "
-              f"(two an answer; none for a question the evaluation asks)")
+        out = generate_batched(model, [list(p) for p in distinct], rt, tok.pad_id, tok.end_id, cfg.max_new_tokens,
+                               temperature=cfg.temperature, batch_size=cfg.batch_size, generator=gen)  # (3)
+        answer = {p: (tok.decode(ids), fin) for p, (ids, fin) in zip(distinct, out)}
+        answers = [answer[p] for p in prompts]
+        written[out_name] = targets(convs, answers, held_out)
+        print(f"{out_name}: {len(convs)} conversations ({len(convs) - own} composed) from {', '.join(sources)}, "
+              f"{len(distinct)} questions alone, {sum(f for _, f in answers)} answers alone that ended by themselves, "
+              f"{len(written[out_name])} records (two an answer; none for a question the evaluation asks)")
     os.makedirs(cfg.out_dir, exist_ok=True)
     for out_name, records in written.items():  # each file whole or not at all
         tmp = os.path.join(cfg.out_dir, out_name + ".tmp")

@@ -1,9 +1,10 @@
 """distill.py: which conversations it distills, the question alone, its records, and sft.py on them."""
 import json
+import random
 import re
 
 from conftest import read, run
-from distill import alone, conversations, targets
+from distill import alone, composed, conversations, histories, targets
 from sft import load_demonstrations
 from tokenizer import get_tokenizer
 
@@ -27,6 +28,20 @@ def test_conversations_are_the_later_turns_that_ask_something_alone():
                {"messages": [U2], "family": "knowledge"},
                {"messages": [U1, A1]}]
     assert conversations(records) == [[SYSTEM, U1, A1, U2], [U1, A1, U2]]
+
+
+def test_composed_conversations_ask_each_one_turn_question_after_a_history_with_its_system_message():
+    """(1) Histories: prefixes ending with an answer after two to four user turns; each distinct one-turn question
+    follows one of those with its system message (or none), and none where no history has it."""
+    U3, A2 = {"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "1 + 1 = 2."}
+    A3 = {"role": "assistant", "content": "2."}
+    five = [U1, A1, U2, A2, U3, A3, U1, A1, U2, A2, U3]  # five user turns: prefixes after turns 2, 3 and 4
+    assert histories([{"messages": five}, {"messages": [SYSTEM, U1, A1, U2]}]) == [five[:4], five[:6], five[:8]]
+    hists = [[U1, A1, U2, A2], [SYSTEM, U1, A1, U2, A2]]
+    quiet = {"role": "system", "content": "Write only in lowercase letters."}
+    records = [{"messages": [U3]}, {"messages": [U3, A3]}, {"messages": [SYSTEM, U3]}, {"messages": [quiet, U3]},
+               {"messages": [U1, A1, U3]}]
+    assert composed(records, hists, random.Random(0)) == [hists[0] + [U3], hists[1] + [U3]]
 
 
 def test_each_finished_answer_is_a_target_after_its_conversation_and_alone_and_sft_learns_only_it(tmp_path):
@@ -57,9 +72,10 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
     out = tmp_path / "distill_data"
     proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={out}", "--max_new_tokens=8",
                "--temperature=1", "--device=cpu")
-    counts = re.findall(r"(sft_\w+).jsonl: (\d+) conversations .*, (\d+) answers alone .*, (\d+) records", proc.stdout)
-    assert [c[0] for c in counts] == ["sft_train", "sft_val"] and int(counts[0][1]) > 1000
-    for name, _, finished, records in counts:  # each finished answer twice, less the evaluation prompts
+    counts = re.findall(r"(sft_\w+).jsonl: (\d+) conversations \((\d+) composed\) .*, (\d+) answers alone .*, "
+                        r"(\d+) records", proc.stdout)
+    assert [c[0] for c in counts] == ["sft_train", "sft_val"] and int(counts[0][1]) > 1000 and int(counts[0][2]) > 500
+    for name, _, _, finished, records in counts:  # each finished answer twice, less the evaluation prompts
         assert len(read(out / f"{name}.jsonl")) == int(records) <= 2 * int(finished)
     train = read(out / "sft_train.jsonl")
     for name in ("meta.json", "prompts_rl.jsonl"):  # sft.py's tokenizer check; serve.py's example questions
