@@ -139,13 +139,13 @@ if __name__ == "__main__":
     rng = random.Random(cfg.seed)
     written = {}
     for out_name, sources in splits.items():
-        records = {name: read_jsonl(os.path.join(cfg.data_dir, name), check_messages,
-                                    hint="run python data/assistant/prepare.py") for name in sources}
-        convs = [c for name in sources for c in conversations(records[name])]
+        files = {name: read_jsonl(os.path.join(cfg.data_dir, name), check_messages,
+                                  hint="run python data/assistant/prepare.py") for name in sources}
+        convs = [c for name in sources for c in conversations(files[name])]
         own = len(convs)
         # (1) histories from the RL and labeling prompts: their earlier answers are the world's, as in evaluate.py's
-        hists = histories(records.get("prompts_rl.jsonl", []) + records.get("prompts_label.jsonl", []))
-        convs += composed([r for name in sources for r in records[name]], hists, rng)
+        hists = histories(files.get("prompts_rl.jsonl", []) + files.get("prompts_label.jsonl", []))
+        convs += composed([r for name in sources for r in files[name]], hists, rng)
         prompts = [tuple(tok.render_prompt(alone(c))) for c in convs]
         distinct = list(dict.fromkeys(prompts))  # (3) each question alone answered once
         gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
