@@ -16,8 +16,10 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     score per family and overall; "ideal" scores the reference answers. A labeler without reasons stops the run.
  4. With --reward: each policy's mean RM score, the RM's held-out accuracy and report card (12), and on the best-of-N
     candidates (9) the Spearman correlation of RM and gold score within each prompt and across all answers.
- 5. Win rate against SFT on the gold score, prompt by prompt: (W + T/2) / n with Tango's score interval (Tango 1998),
-    whose variance counts the ties and is taken at the delta tested, so it keeps its width near 0, 1 and all-ties.
+ 5. Win rate against SFT (the first checkpoint of stage sft in --policies: list out/sft before what sft.py also
+    trains, distill, sft_good, rft) on the gold score, prompt by prompt: (W + T/2) / n with Tango's score interval
+    (Tango 1998), whose variance counts the ties and is taken at the delta tested, so it keeps its width near 0, 1
+    and all-ties.
     "Better than SFT" is the exact two-sided sign test on the decisive prompts (sign_test_p).
  6. KL to SFT: t1_samples answers per prompt from the policy at its training temperature T (a PPO checkpoint's, with
     its length limit; else 1), the k1 estimate sum_t log pi - log pi_sft, both from logits / T: PPO's penalty where
