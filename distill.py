@@ -5,7 +5,7 @@ answers the same question alone. This script writes the targets; sft.py trains o
 
     python ppo.py                                     # out/ppo: RL's gains are made mostly on first turns
     python distill.py                                 # out/ppo -> out/distill_data/{sft_train,sft_val}.jsonl
-    python sft.py --data_dir=out/distill_data --init_from=out/ppo --out_dir=out/distill --epochs=2 \\
+    python sft.py --data_dir=out/distill_data --init_from=out/ppo --out_dir=out/distill --epochs=1 \\
         --learning_rate=1e-4 --min_lr=1e-4 --warmup_iters=0 --weight_decay=0     # out/distill: chat with this one
     python sample.py --ckpt=out/distill --chat
 

@@ -57,7 +57,7 @@ if [[ $TINY == 1 ]]; then  # the same commands, each cut to seconds; nothing out
     PRETRAIN=(--n_layer=2 --n_head=2 --n_embd=32 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2)
     SFT=(--epochs=0.25 --batch_size=256 --grad_accum=1 --eval_interval=10)
     RFT=(--epochs=1 --batch_size=2 --grad_accum=2)
-    DISTILL=(--max_new_tokens=8 --temperature=1) DSFT=(--epochs=1 --batch_size=2 --grad_accum=2)
+    DISTILL=(--max_new_tokens=8 --temperature=1) DSFT=(--batch_size=2 --grad_accum=2)
     LABEL=(--max_new_tokens=8) REWARD=(--batch_prompts=2)
     PPO=(--max_iters=2 --vf_warmup=1 --batch_size=16 --max_new_tokens=8) DPO=(--epochs=1 --batch_size=8)
     EVAL=(--max_new_tokens=8 --best_of=2) FRONT=(--max_new_tokens=8 --best_of=2 --kl_samples=1)
@@ -101,9 +101,10 @@ took ppo
 
 stage "distill: PPO's answers to each later question alone, taught in its conversation ($OUT/distill)"
 # context distillation (distill.py): RL's gains are made on first turns and do not carry to turns 3-5; the recipe
-# (a constant 1e-4, 2 epochs, no weight decay) chosen in docs/experiments.md, "Conversations, fourteenth try"
+# (a constant 1e-4, no weight decay; one epoch over the composed conversations) chosen in docs/experiments.md,
+# "Conversations, fourteenth try" and "fifteenth try"
 $PY distill.py --init_from=$OUT/ppo --data_dir=$DATA --out_dir=$OUT/distill_data $S "${DISTILL[@]}" | grep -E "^sft_"
-$PY sft.py --data_dir=$OUT/distill_data --init_from=$OUT/ppo --out_dir=$OUT/distill --epochs=2 --learning_rate=1e-4 \
+$PY sft.py --data_dir=$OUT/distill_data --init_from=$OUT/ppo --out_dir=$OUT/distill --epochs=1 --learning_rate=1e-4 \
     --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 $S "${DSFT[@]}" | grep --line-buffered -E "val_loss|^data"
 took distill
 
