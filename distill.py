@@ -62,15 +62,20 @@ class Config:
     dtype: str = "auto"
 
 
+def prompt_of(record):
+    """A record's messages up to its last question (a demonstration's last answer left off)."""
+    m = record["messages"]
+    return m[:-1] if m[-1]["role"] == "assistant" else m
+
+
+def user_turns(messages):
+    return sum(m["role"] == "user" for m in messages)
+
+
 def conversations(records):
     """(1, 2) The conversations (message lists ending with a user turn) of records with two or more user turns whose
     last question does not refer back. A demonstration (last message the assistant's) gives the one before it."""
-    out = []
-    for r in records:
-        msgs = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
-        if sum(m["role"] == "user" for m in msgs) >= 2 and r.get("family") != "multiturn":
-            out.append(msgs)
-    return out
+    return [prompt_of(r) for r in records if user_turns(prompt_of(r)) >= 2 and r.get("family") != "multiturn"]
 
 
 def histories(records):
@@ -80,7 +85,7 @@ def histories(records):
     for r in records:
         m = r["messages"]
         for i, msg in enumerate(m):
-            if msg["role"] == "assistant" and 2 <= sum(x["role"] == "user" for x in m[:i]) <= 4:
+            if msg["role"] == "assistant" and 2 <= user_turns(m[:i]) <= 4:
                 out[json.dumps(m[:i + 1])] = m[:i + 1]
     return list(out.values())
 
@@ -91,11 +96,7 @@ def composed(records, hists, rng):
     by_system = {}
     for h in hists:
         by_system.setdefault(h[0]["content"] if h[0]["role"] == "system" else None, []).append(h)
-    questions = {}
-    for r in records:
-        msgs = r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"]
-        if sum(m["role"] == "user" for m in msgs) == 1:
-            questions[json.dumps(msgs)] = msgs
+    questions = {json.dumps(prompt_of(r)): prompt_of(r) for r in records if user_turns(prompt_of(r)) == 1}
     out = []
     for q in questions.values():
         pool = by_system.get(q[0]["content"] if q[0]["role"] == "system" else None)
