@@ -93,13 +93,14 @@ def histories(records):
 def composed(records, hists, rng):
     """(1) Each distinct one-turn question of the records after a history drawn at random among those with the same
     system message (or none): the questions the world asks alone, asked again later in a conversation."""
+    system = lambda m: m[0]["content"] if m[0]["role"] == "system" else None
     by_system = {}
     for h in hists:
-        by_system.setdefault(h[0]["content"] if h[0]["role"] == "system" else None, []).append(h)
-    questions = {json.dumps(prompt_of(r)): prompt_of(r) for r in records if user_turns(prompt_of(r)) == 1}
+        by_system.setdefault(system(h), []).append(h)
+    questions = {json.dumps(q): q for q in map(prompt_of, records) if user_turns(q) == 1}
     out = []
     for q in questions.values():
-        pool = by_system.get(q[0]["content"] if q[0]["role"] == "system" else None)
+        pool = by_system.get(system(q))
         if pool:
             out.append(rng.choice(pool) + q[-1:])
     return out
