@@ -52,13 +52,13 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     # 34 on seed 0: knowledge is 18% of world v2's eval mix (v1 asked 40+ when it had six families)
     assert len(knowledge) >= 30 and all(r["held_out"] and r.get("plain", r["ideal"]) in corpus
                                          for r in knowledge)
-    # ... and so is each two-part question's whole answer: the corpus's stories ask two-part questions, so that the
-    # model knows a fact after "and" as surely as alone (world v3.4), where demonstrations alone left it unsure
-    twopart = [r for r in evals if r["family"] == "twopart"]
-    assert len(twopart) >= 20 and all(r.get("plain", r["ideal"]) in corpus for r in twopart)
     # ... but no chat-format file states them
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
     assert not [r["ideal"] for r in knowledge if r.get("plain", r["ideal"]) in chat_text]
+    # The whole answer of each two-part question is a corpus sentence too: the corpus's stories ask two-part questions,
+    # so that the model knows a fact after "and" as surely as alone (world v3.4; demonstrations alone left it unsure)
+    twopart = [r for r in evals if r["family"] == "twopart"]
+    assert len(twopart) >= 20 and all(r.get("plain", r["ideal"]) in corpus for r in twopart)
 
 
 def test_no_held_out_fact_is_stated_in_any_chat_format_file(world):
