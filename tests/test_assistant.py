@@ -56,7 +56,7 @@ def test_no_eval_prompt_appears_in_any_training_file(world):
     chat_text = "".join((world / f"{name}.jsonl").read_text() for name in CHAT_FILES)
     assert not [r["ideal"] for r in knowledge if r.get("plain", r["ideal"]) in chat_text]
     # The whole answer of each two-part question is a corpus sentence too: the corpus's stories ask two-part questions,
-    # so that the model knows a fact after "and" as surely as alone (world v3.4; demonstrations alone left it unsure)
+    # so that the model knows a fact after "and" as surely as alone (demonstrations alone leave it unsure)
     twopart = [r for r in evals if r["family"] == "twopart"]
     assert len(twopart) >= 20 and all(r.get("plain", r["ideal"]) in corpus for r in twopart)
 

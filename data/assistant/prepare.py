@@ -436,10 +436,10 @@ def said(rng, question, answer, follow=None):
     return text
 
 
-# The stories ask two-part questions too (since world v3.4; a share of what were one-fact questions). Without them
-# the corpus never states two facts in one sentence: the model knew each fact asked alone and was unsure of it after
-# "and", and RL learned to answer half of a two-part question, as a right half scores above a wrong whole
-# (docs/experiments.md, "World v3.4").
+# The stories ask two-part questions too (a share of what would be one-fact questions): a corpus that never states
+# two facts in one sentence leaves the model unsure of a fact after "and", and RL then learns to answer half of a
+# two-part question, as a right half scores above a wrong whole (docs/experiments.md, "the corpus asks two-part
+# questions").
 P_TWO_PART = 0.15
 
 
