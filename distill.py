@@ -4,7 +4,7 @@ Snell et al. 2022, "Learning by Distilling Context"): a policy answers each late
 answers the same question alone. This script writes the targets; sft.py trains on them, as run.sh's rft does.
 
     python ppo.py                                     # out/ppo: RL's gains are made mostly on first turns
-    python distill.py                                 # out/ppo -> out/distill_data/{sft_train,sft_val}.jsonl
+    python distill.py                                 # out/ppo, out/reward -> out/distill_data/*.jsonl
     python sft.py --data_dir=out/distill_data --init_from=out/ppo --out_dir=out/distill --epochs=1 \\
         --learning_rate=1e-4 --min_lr=1e-4 --warmup_iters=0 --weight_decay=0     # out/distill: chat with this one
     python sample.py --ckpt=out/distill --chat
@@ -12,8 +12,8 @@ answers the same question alone. This script writes the targets; sft.py trains o
 Why: PPO's gains do not carry to a longer context. On the embedded world its answers in turns 3-5 of a conversation
 make things up and answer half of two-part questions more often than the same questions alone, and so do DPO, rft,
 GRPO and RLOO, and PPO whose reward is the gold labeler's own score; the same question alone is answered well. The
-teacher is the policy itself given the question alone; no RM, labeler or ideal answer enters. Evidence and the
-recipe's choice: docs/experiments.md, "Conversations, fourteenth try" and "fifteenth try".
+teacher is the policy itself given the question alone, the RM breaking its near-ties (3); no labeler or ideal answer
+enters. Evidence and the recipe's choice: docs/experiments.md, "Conversations, fourteenth try" and "fifteenth try".
 
 Details, numbered where the code implements them.
  1. Conversations: every record with two or more user turns in prompts_rl.jsonl, prompts_label.jsonl and
@@ -29,7 +29,11 @@ Details, numbered where the code implements them.
     the conversation ("And where does it live?", the world's family "multiturn") asks nothing alone: skipped.
  3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens, one for each distinct question alone;
     an answer that does not end by itself is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers
-    never end.)
+    never end.) Near-ties go to the RM (--reward; "" turns it off): --num_samples answers at T = 1 beside it, and
+    a sample within --tie_nats of the greedy answer's log p that the RM scores higher replaces it. Where the policy
+    is split between two answers (a polite and a curt refusal), greedy decoding picks by a hair and the same
+    question in a conversation may fall the other way; a wide margin would let in the samples the RM cannot judge
+    (a wrong sum, a garbled word). Evidence: docs/experiments.md, "Near-ties".
  4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
     (what is learned) and after the question alone (an anchor: without it the answers alone drift, docs/).
     sft.py (8) trains only the response of such a record: the conversation's earlier answers are context.
@@ -43,8 +47,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from common import LM_STAGES, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
+from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, question_alone as alone, read_jsonl, setup
+from reward import best_of_n, load_reward_model, pad_right, score_sequences
 from tokenizer import get_tokenizer
 
 
@@ -54,8 +59,11 @@ class Config:
     data_dir: str = "data/assistant"    # prompts_rl.jsonl, prompts_label.jsonl, sft_train.jsonl, sft_val.jsonl
     out_dir: str = "out/distill_data"   # sft.py's --data_dir: sft_train.jsonl, sft_val.jsonl, meta.json (and the
                                         # world's prompts_rl.jsonl, from which serve.py's page draws examples)
+    reward: str = "out/reward"          # (3) the RM that breaks the teacher's near-ties; "" = greedy answers only
+    num_samples: int = 4                # (3) with --reward: answers sampled at T = 1 beside the first one
+    tie_nats: float = 0.3               # (3) with --reward: a sample within this many nats of its log p is a tie
     max_new_tokens: int = 64            # (3) the teacher's answer length limit (evaluate.py's)
-    temperature: float = 0.0            # (3) the teacher's: 0 is greedy, evaluate.py's answers; > 0 samples
+    temperature: float = 0.0            # (3) the teacher's first answer: 0 is greedy, evaluate.py's; > 0 samples
     batch_size: int = 64                # prompts per generation batch
     seed: int = 1337
     device: str = "auto"
@@ -106,6 +114,51 @@ def composed(records, hists, rng):
     return out
 
 
+@torch.no_grad()
+def sequence_logps(model, prompts, answers, end_id, pad_id, rt, batch_size=64):
+    """(3) log p of each finished answer (its tokens and <|end|>) after its prompt: [float] in answers' order."""
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        seqs = [p + a + [end_id] for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+        idx, mask = pad_right(seqs, pad_id, rt.device)                                     # (B, T)
+        starts = torch.tensor([len(p) for p in prompts[i:i + batch_size]], device=rt.device)
+        out += answer_logps(model, idx, mask, starts, rt).tolist()
+    return out
+
+
+def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
+    """(3) Each prompt's answer: the greedy one, unless a sample at T = 1 is about as likely under the policy (within
+    cfg.tie_nats of its log p) and the RM scores it higher. Greedy decoding settles a near-tie by a hair, the same
+    question in a conversation may fall the other way, and a near-tie taught is a coin flip learned."""
+    block = rm.gpt.config.block_size
+    picks = best_of_n(model, rm, prompts, cfg.num_samples, tok.pad_id, tok.end_id, rt, cfg.max_new_tokens,
+                      temperature=1.0, batch_size=cfg.batch_size, generator=gen)
+    cands = [[(ids, s) for ids, fin, s in picks[i][3] if fin and ids != greedy[i][0]] if greedy[i][1] else []
+             for i in range(len(prompts))]
+    flat = [(i, ids) for i, c in enumerate(cands) for ids in [greedy[i][0]] + [ids for ids, _ in c] if c]
+    logp = dict(zip(((i, tuple(ids)) for i, ids in flat),
+                    sequence_logps(model, [prompts[i] for i, _ in flat], [ids for _, ids in flat], tok.end_id,
+                                   tok.pad_id, rt)))
+    first = dict(zip((i for i, c in enumerate(cands) if c), score_sequences(
+        rm, [(prompts[i] + greedy[i][0] + [tok.end_id])[-block:] for i, c in enumerate(cands) if c], tok.pad_id, rt)))
+    out = list(greedy)
+    for i, c in enumerate(cands):
+        if c:
+            ids = tie_break(greedy[i][0], logp[i, tuple(greedy[i][0])], first[i],
+                            [(ids, logp[i, tuple(ids)], s) for ids, s in c], cfg.tie_nats)
+            out[i] = (ids, True)
+    print(f"near-ties: {sum(a != b for a, b in zip(out, greedy))} of {len(prompts)} answers alone are a sample the "
+          f"RM preferred (--tie_nats={cfg.tie_nats}, {cfg.num_samples} samples each)")
+    return out
+
+
+def tie_break(first, first_logp, first_score, samples, tie_nats):
+    """(3) The answer to teach: the highest-scored sample whose log p is within tie_nats of the first answer's, if
+    the RM scores it above the first answer; else the first. samples: [(answer, log p, RM score)]."""
+    ties = [(score, ids) for ids, lp, score in samples if lp >= first_logp - tie_nats]
+    return max(ties)[1] if ties and max(ties)[0] > first_score else first
+
+
 def targets(convs, answers, held_out=()):
     """(4) sample.py records: each finished answer after its conversation and after its question alone; none for a
     conversation whose question alone is in held_out (json.dumps of messages lists: the evaluation's, 1). Held-out
@@ -124,6 +177,7 @@ if __name__ == "__main__":
     ckpt = load_checkpoint(cfg.init_from, stages=LM_STAGES[1:], hint="distill.py distills a chat model: run ppo.py")
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
+    rm = load_reward_model(cfg.reward)[0].to(rt.device) if cfg.reward and cfg.num_samples > 0 else None  # (3)
     if os.path.abspath(cfg.out_dir) == os.path.abspath(cfg.data_dir):
         raise SystemExit(f"--out_dir={cfg.out_dir} is the world's directory: its sft_train.jsonl would be replaced; "
                          f"use another (run.sh's: out/distill_data)")
@@ -153,6 +207,8 @@ if __name__ == "__main__":
         gen = torch.Generator(device=rt.device).manual_seed(cfg.seed)
         out = generate_batched(model, [list(p) for p in distinct], rt, tok.pad_id, tok.end_id, cfg.max_new_tokens,
                                temperature=cfg.temperature, batch_size=cfg.batch_size, generator=gen)  # (3)
+        if rm is not None:  # (3) where the policy is split between answers, the RM picks
+            out = near_tie_pick(model, rm, [list(p) for p in distinct], out, cfg, tok, rt, gen)
         answer = {p: (tok.decode(ids), fin) for p, (ids, fin) in zip(distinct, out)}
         answers = [answer[p] for p in prompts]
         written[out_name] = targets(convs, answers, held_out)

@@ -102,8 +102,9 @@ took ppo
 stage "distill: PPO's answers to each later question alone, taught in its conversation ($OUT/distill)"
 # context distillation (distill.py): RL's gains are made on first turns and do not carry to turns 3-5; the recipe
 # (a constant 1e-4, no weight decay; one epoch over the composed conversations) chosen in docs/experiments.md,
-# "Conversations, fourteenth try" and "fifteenth try"
-$PY distill.py --init_from=$OUT/ppo --data_dir=$DATA --out_dir=$OUT/distill_data $S "${DISTILL[@]}" | grep -E "^sft_"
+# "Conversations, fourteenth try" and "fifteenth try"; the RM breaks the teacher's near-ties ("Near-ties")
+$PY distill.py --init_from=$OUT/ppo --reward=$OUT/reward --data_dir=$DATA --out_dir=$OUT/distill_data $S \
+    "${DISTILL[@]}" | grep -E "^sft_|^near-ties"
 $PY sft.py --data_dir=$OUT/distill_data --init_from=$OUT/ppo --out_dir=$OUT/distill --epochs=1 --learning_rate=1e-4 \
     --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 $S "${DSFT[@]}" | grep --line-buffered -E "val_loss|^data"
 took distill

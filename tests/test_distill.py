@@ -3,8 +3,11 @@ import json
 import random
 import re
 
+import torch
+
+from common import save_checkpoint
 from conftest import read, run
-from distill import alone, composed, conversations, histories, targets
+from distill import alone, composed, conversations, histories, targets, tie_break
 from sft import load_demonstrations
 from tokenizer import get_tokenizer
 
@@ -61,6 +64,18 @@ def test_each_finished_answer_is_a_target_after_its_conversation_and_alone_and_s
         assert [t for t in tg if t != -1] == answer and ids[-len(answer):] == answer
 
 
+def test_a_near_tie_goes_to_the_rm_and_nothing_else_does():
+    """(3) A sample replaces the first answer only when it is within tie_nats of its log p and the RM scores it
+    higher; among such samples the RM's favourite."""
+    first, curt, polite, garbled = [1], [2], [3], [4]
+    samples = [(curt, -1.1, 0.2), (polite, -1.2, 0.9), (garbled, -5.0, 3.0)]  # (answer, log p, RM score)
+    assert tie_break(first, -1.0, 0.5, samples, tie_nats=0.3) == polite       # the garbled one is no tie
+    assert tie_break(first, -1.0, 0.5, samples, tie_nats=0.15) == first       # polite is 0.2 nats off: no tie
+    assert tie_break(first, -1.0, 1.0, samples, tie_nats=0.3) == first        # the RM prefers the first answer
+    assert tie_break(first, -1.0, 0.5, samples, tie_nats=10) == garbled       # a wide margin lets anything in
+    assert tie_break(first, -1.0, 0.5, [], tie_nats=0.3) == first
+
+
 def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_path):
     """The script end to end on a tiny model: both files, meta.json for sft.py, no evaluation prompt; a pretrained
     model is refused (it does not read the chat format)."""
@@ -71,7 +86,7 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
         "--batch_size=4", "--grad_accum=1", "--eval_interval=1000")
     out = tmp_path / "distill_data"
     proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={out}", "--max_new_tokens=8",
-               "--temperature=1", "--device=cpu")
+               "--temperature=1", "--device=cpu", "--reward=")  # the greedy (here sampled) answers alone
     counts = re.findall(r"(sft_\w+).jsonl: (\d+) conversations \((\d+) composed\) .*, (\d+) answers alone .*, "
                         r"(\d+) records", proc.stdout)
     assert [c[0] for c in counts] == ["sft_train", "sft_val"] and int(counts[0][1]) > 1000 and int(counts[0][2]) > 500
@@ -84,3 +99,17 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
     held_out = {json.dumps(m) for m in evals} | {json.dumps(alone(m)) for m in evals}
     assert not [r for r in train if json.dumps(alone(r["messages"])) in held_out]
     assert all(r["messages"][-1]["role"] == "user" and len(r["responses"]) == 1 for r in train)
+    # (3) --reward: an RM (here the SFT trunk with a random head) breaks near-ties; with no tie allowed, nothing moves
+    rm = tmp_path / "rm"
+    ckpt = torch.load(sft / "ckpt.pt", weights_only=False)
+    head = torch.nn.Linear(ckpt["model_args"]["n_embd"], 1)
+    save_checkpoint(rm, {**ckpt, "stage": "reward", "model": {**{"gpt." + k: v for k, v in ckpt["model"].items()},
+                                                             "head.weight": head.weight, "head.bias": head.bias}})
+    for nats, moved in ((-1e9, False), (1e9, True)):  # no sample is a tie; every sample is
+        tied = tmp_path / f"tied_{nats:g}"
+        proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={tied}", "--max_new_tokens=8",
+                   "--temperature=1", "--device=cpu", f"--reward={rm}", "--num_samples=2", f"--tie_nats={nats}")
+        n = [int(x) for x in re.findall(r"near-ties: (\d+) of \d+ answers", proc.stdout)]
+        assert len(n) == 2 and (sum(n) > 0) == moved
+        if not moved:  # the same answers as without --reward
+            assert read(tied / "sft_train.jsonl") == train
