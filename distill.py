@@ -116,12 +116,15 @@ def composed(records, hists, rng):
 
 @torch.no_grad()
 def sequence_logps(model, prompts, answers, end_id, pad_id, rt, batch_size=64):
-    """(3) log p of each finished answer (its tokens and <|end|>) after its prompt: [float] in answers' order."""
-    out = []
+    """(3) log p of each finished answer (its tokens and <|end|>) after its prompt, the prompt's oldest tokens cut
+    where the two do not fit the context: [float] in answers' order."""
+    out, block = [], model.config.block_size
     for i in range(0, len(prompts), batch_size):
-        seqs = [p + a + [end_id] for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+        cut = [p[max(0, len(p) - (block - len(a) - 1)):]
+               for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+        seqs = [p + a + [end_id] for p, a in zip(cut, answers[i:i + batch_size])]
         idx, mask = pad_right(seqs, pad_id, rt.device)                                     # (B, T)
-        starts = torch.tensor([len(p) for p in prompts[i:i + batch_size]], device=rt.device)
+        starts = torch.tensor([len(p) for p in cut], device=rt.device)
         out += answer_logps(model, idx, mask, starts, rt).tolist()
     return out
 
