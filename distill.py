@@ -30,10 +30,10 @@ Details, numbered where the code implements them.
  3. The teacher's answer: greedy (--temperature=0), at most --max_new_tokens, one for each distinct question alone;
     an answer that does not end by itself is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers
     never end.) Near-ties go to the RM (--reward; "" turns it off): --num_samples answers at T = 1 beside it, and
-    a sample within --tie_nats of the greedy answer's log p that the RM scores higher replaces it. Where the policy
-    is split between two answers (a polite and a curt refusal), greedy decoding picks by a hair and the same
-    question in a conversation may fall the other way; a wide margin would let in the samples the RM cannot judge
-    (a wrong sum, a garbled word). Evidence: docs/experiments.md, "Near-ties".
+    a sample whose log p is at most --tie_nats below the greedy answer's and that the RM scores higher replaces
+    it. Where the policy is split between two answers (a polite and a curt refusal), greedy decoding picks by a
+    hair and the same question in a conversation may fall the other way; a wide margin would let in the samples
+    the RM cannot judge (a wrong sum, a garbled word). Evidence: docs/experiments.md, "Near-ties".
  4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
     (what is learned) and after the question alone (an anchor: without it the answers alone drift, docs/).
     sft.py (8) trains only the response of such a record: the conversation's earlier answers are context.
@@ -61,7 +61,7 @@ class Config:
                                         # world's prompts_rl.jsonl, from which serve.py's page draws examples)
     reward: str = "out/reward"          # (3) the RM that breaks the teacher's near-ties; "" = greedy answers only
     num_samples: int = 4                # (3) with --reward: answers sampled at T = 1 beside the first one
-    tie_nats: float = 0.3               # (3) with --reward: a sample within this many nats of its log p is a tie
+    tie_nats: float = 0.3               # (3) a sample at most this many nats less likely than greedy is a tie
     max_new_tokens: int = 64            # (3) the teacher's answer length limit (evaluate.py's)
     temperature: float = 0.0            # (3) the teacher's first answer: 0 is greedy, evaluate.py's; > 0 samples
     batch_size: int = 64                # prompts per generation batch
@@ -115,13 +115,12 @@ def composed(records, hists, rng):
 
 
 @torch.no_grad()
-def sequence_logps(model, prompts, answers, end_id, pad_id, rt, batch_size=64):
-    """(3) log p of each finished answer (its tokens and <|end|>) after its prompt, the prompt's oldest tokens cut
-    where the two do not fit the context: [float] in answers' order."""
-    out, block = [], model.config.block_size
+def sequence_logps(model, prompts, answers, end_id, pad_id, rt, max_new_tokens, batch_size=64):
+    """(3) log p of each finished answer (its tokens and <|end|>) after its prompt, the prompt cut to its last
+    block_size - max_new_tokens tokens as generate_batched cut it: [float] in answers' order."""
+    out, keep = [], model.config.block_size - max_new_tokens
     for i in range(0, len(prompts), batch_size):
-        cut = [p[max(0, len(p) - (block - len(a) - 1)):]
-               for p, a in zip(prompts[i:i + batch_size], answers[i:i + batch_size])]
+        cut = [p[-keep:] for p in prompts[i:i + batch_size]]
         seqs = [p + a + [end_id] for p, a in zip(cut, answers[i:i + batch_size])]
         idx, mask = pad_right(seqs, pad_id, rt.device)                                     # (B, T)
         starts = torch.tensor([len(p) for p in cut], device=rt.device)
@@ -130,9 +129,10 @@ def sequence_logps(model, prompts, answers, end_id, pad_id, rt, batch_size=64):
 
 
 def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
-    """(3) Each prompt's answer: the greedy one, unless a sample at T = 1 is about as likely under the policy (within
-    cfg.tie_nats of its log p) and the RM scores it higher. Greedy decoding settles a near-tie by a hair, the same
-    question in a conversation may fall the other way, and a near-tie taught is a coin flip learned."""
+    """(3) Each prompt's answer: the greedy one, unless a sample at T = 1 is about as likely under the policy (its
+    log p at most cfg.tie_nats below the greedy answer's) and the RM scores it higher. Greedy decoding settles a
+    near-tie by a hair, the same question in a conversation may fall the other way, and a near-tie taught is a coin
+    flip learned."""
     block = rm.gpt.config.block_size
     picks = best_of_n(model, rm, prompts, cfg.num_samples, tok.pad_id, tok.end_id, rt, cfg.max_new_tokens,
                       temperature=1.0, batch_size=cfg.batch_size, generator=gen)
@@ -141,7 +141,7 @@ def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
     flat = [(i, ids) for i, c in enumerate(cands) for ids in [greedy[i][0]] + [ids for ids, _ in c] if c]
     logp = dict(zip(((i, tuple(ids)) for i, ids in flat),
                     sequence_logps(model, [prompts[i] for i, _ in flat], [ids for _, ids in flat], tok.end_id,
-                                   tok.pad_id, rt)))
+                                   tok.pad_id, rt, cfg.max_new_tokens)))
     first = dict(zip((i for i, c in enumerate(cands) if c), score_sequences(
         rm, [(prompts[i] + greedy[i][0] + [tok.end_id])[-block:] for i, c in enumerate(cands) if c], tok.pad_id, rt)))
     out = list(greedy)
@@ -156,8 +156,9 @@ def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
 
 
 def tie_break(first, first_logp, first_score, samples, tie_nats):
-    """(3) The answer to teach: the highest-scored sample whose log p is within tie_nats of the first answer's, if
-    the RM scores it above the first answer; else the first. samples: [(answer, log p, RM score)]."""
+    """(3) samples: [(answer, log p, RM score)]. The answer to teach: the RM's favourite among the samples whose log
+    p is at most tie_nats below the first answer's (or above it), if it scores above the first answer; else the
+    first."""
     ties = [(score, ids) for ids, lp, score in samples if lp >= first_logp - tie_nats]
     return max(ties)[1] if ties and max(ties)[0] > first_score else first
 
@@ -180,7 +181,13 @@ if __name__ == "__main__":
     ckpt = load_checkpoint(cfg.init_from, stages=LM_STAGES[1:], hint="distill.py distills a chat model: run ppo.py")
     tok = get_tokenizer(ckpt["tokenizer"])
     model = model_from_checkpoint(ckpt, dropout=0.0).to(rt.device).eval()
-    rm = load_reward_model(cfg.reward)[0].to(rt.device) if cfg.reward and cfg.num_samples > 0 else None  # (3)
+    rm = None
+    if cfg.reward and cfg.num_samples > 0:  # (3)
+        rm, rm_ckpt = load_reward_model(cfg.reward)
+        if rm_ckpt["tokenizer"] != ckpt["tokenizer"]:
+            raise SystemExit(f"--reward={cfg.reward} uses the {rm_ckpt['tokenizer']!r} tokenizer, the policy "
+                             f"{ckpt['tokenizer']!r}: use the RM trained from this policy's SFT model")
+        rm = rm.to(rt.device)
     if os.path.abspath(cfg.out_dir) == os.path.abspath(cfg.data_dir):
         raise SystemExit(f"--out_dir={cfg.out_dir} is the world's directory: its sft_train.jsonl would be replaced; "
                          f"use another (run.sh's: out/distill_data)")

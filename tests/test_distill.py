@@ -74,6 +74,8 @@ def test_a_near_tie_goes_to_the_rm_and_nothing_else_does():
     assert tie_break(first, -1.0, 1.0, samples, tie_nats=0.3) == first        # the RM prefers the first answer
     assert tie_break(first, -1.0, 0.5, samples, tie_nats=10) == garbled       # a wide margin lets anything in
     assert tie_break(first, -1.0, 0.5, [], tie_nats=0.3) == first
+    assert tie_break(first, -1.0, 0.9, samples, tie_nats=0.3) == first        # a tie in RM score keeps the first
+    assert tie_break(first, -1.0, 0.5, [(curt, -0.1, 0.6)], tie_nats=0.0) == curt  # more likely than greedy: a tie
 
 
 def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_path):
@@ -102,14 +104,14 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
     # (3) --reward: an RM (here the SFT trunk with a random head) breaks near-ties; with no tie allowed, nothing moves
     rm = tmp_path / "rm"
     ckpt = torch.load(sft / "ckpt.pt", weights_only=False)
-    head = torch.nn.Linear(ckpt["model_args"]["n_embd"], 1)
+    head = {"head." + k: v for k, v in torch.nn.Linear(ckpt["model_args"]["n_embd"], 1).state_dict().items()}
     save_checkpoint(rm, {**ckpt, "stage": "reward", "model": {**{"gpt." + k: v for k, v in ckpt["model"].items()},
-                                                             "head.weight": head.weight, "head.bias": head.bias}})
+                                                             **head}})
     for nats, moved in ((-1e9, False), (1e9, True)):  # no sample is a tie; every sample is
         tied = tmp_path / f"tied_{nats:g}"
         proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={tied}", "--max_new_tokens=8",
                    "--temperature=1", "--device=cpu", f"--reward={rm}", "--num_samples=2", f"--tie_nats={nats}")
         n = [int(x) for x in re.findall(r"near-ties: (\d+) of \d+ answers", proc.stdout)]
-        assert len(n) == 2 and (sum(n) > 0) == moved
+        assert len(n) == 2 and (sum(n) > 0) == moved and int(counts[0][3]) > 0  # some answers end: ties to break
         if not moved:  # the same answers as without --reward
             assert read(tied / "sft_train.jsonl") == train
