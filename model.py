@@ -14,7 +14,10 @@ Details implemented here (numbers are referenced in the code):
     weights give GPT-2's logits (HF's "gelu_new").
  2. GPT-2's parameter names, so a GPT-2 state_dict maps one to one; HF stores the four projection matrices as
     Conv1D (in, out) and we transpose them on load.
- 3. Attention through F.scaled_dot_product_attention (flash / memory-efficient kernels on GPUs).
+ 3. Attention through F.scaled_dot_product_attention (flash / memory-efficient kernels on GPUs). On a CPU a padded
+    batch that needs gradients, and a generation step, take the plain ops instead (q k^T / sqrt(hs), the mask,
+    softmax in fp32, times v): with a mask at this repository's head sizes PyTorch's fused CPU kernel is slower,
+    its backward several times (bench in docs/experiments.md, "CPU attention"). The same math either way.
  4. Padding: a batch may be left-padded (prompts of different lengths). `attention_mask` (B, S) marks real tokens;
     position ids count from each row's first real token, and no query ever attends to a pad key. A pad query is
     allowed to attend to itself only, so its softmax is finite (its output is never used).
@@ -105,9 +108,15 @@ class CausalSelfAttention(nn.Module):
             k_cache[:, :, start:start + T] = k
             v_cache[:, :, start:start + T] = v
             k, v = k_cache[:, :, :start + T], v_cache[:, :, :start + T]  # (B, nh, S, hs)
-        # (3) mask is None only for an unpadded batch without cache: then the fast causal kernel applies
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if mask is not None and x.device.type == "cpu" and (T == 1 or torch.is_grad_enabled()):  # (3) plain ops
+            # (B, nh, T, S) scores: small for a decode step (T = 1) and for training batches; a large batch's
+            # prefill without gradients is faster in the fused kernel below
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
+            att = att.float().masked_fill(~mask, float("-inf")).softmax(-1).to(v.dtype)
+            y = F.dropout(att, self.dropout, self.training) @ v
+        else:  # (3) mask is None only for an unpadded batch without cache: then the fast causal kernel applies
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

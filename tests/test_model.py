@@ -49,6 +49,20 @@ def test_kv_cache_greedy_equals_naive_recomputation_and_each_prompt_alone():
         assert alone[0, len(p):].tolist() == out[i, idx.size(1):].tolist()
 
 
+def test_a_padded_batch_with_gradients_on_a_cpu_gets_the_fused_kernels_logits():
+    """(3) With gradients a padded batch on a CPU goes through the plain ops, not the fused kernel: the
+    same logits on every real token, and finite gradients."""
+    model = tiny()
+    idx, mask = left_pad(PROMPTS)
+    with torch.no_grad():
+        fused, _ = model(idx, attention_mask=mask)
+    plain, _ = model(idx, attention_mask=mask)
+    real = mask.bool()
+    assert plain.requires_grad and torch.allclose(plain[real], fused[real], atol=1e-5)
+    plain[real].logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
 def test_left_padding_does_not_change_the_logits_of_real_tokens():
     model = tiny()
     idx, mask = left_pad(PROMPTS)
