@@ -31,7 +31,8 @@ Details, numbered where the code implements them.
     an answer that does not end by itself is dropped. (run.sh --tiny samples at 1: a tiny model's greedy answers
     never end.) Near-ties go to the RM (--reward; "" turns it off): --num_samples answers at T = 1 beside it, and
     a sample whose log p is at most --tie_nats below the greedy answer's and that the RM scores higher replaces
-    it. Where the policy is split between two answers (a polite and a curt refusal), greedy decoding picks by a
+    it (none are drawn where the greedy answer's p is above 1 / (1 + e^-tie_nats): no other can be that close).
+    Where the policy is split between two answers (a polite and a curt refusal), greedy decoding picks by a
     hair and the same question in a conversation may fall the other way; a wide margin would let in the samples
     the RM cannot judge (a wrong sum, a garbled word). Evidence: docs/experiments.md, "Near-ties".
  4. Each target is written twice, as sample.py records {"messages", "responses", "finished"}: after the conversation
@@ -46,6 +47,7 @@ import shutil
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, question_alone as alone, read_jsonl, setup
@@ -134,25 +136,34 @@ def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
     near-tie by a hair, the same question in a conversation may fall the other way, and a near-tie taught is a coin
     flip learned."""
     block = rm.gpt.config.block_size
-    picks = best_of_n(model, rm, prompts, cfg.num_samples, tok.pad_id, tok.end_id, rt, cfg.max_new_tokens,
-                      temperature=1.0, batch_size=cfg.batch_size, generator=gen)
-    cands = [[(ids, s) for ids, fin, s in picks[i][3] if fin and ids != greedy[i][0]] if greedy[i][1] else []
-             for i in range(len(prompts))]
-    flat = [(i, ids) for i, c in enumerate(cands) for ids in [greedy[i][0]] + [ids for ids, _ in c] if c]
-    logp = dict(zip(((i, tuple(ids)) for i, ids in flat),
-                    sequence_logps(model, [prompts[i] for i, _ in flat], [ids for _, ids in flat], tok.end_id,
-                                   tok.pad_id, rt, cfg.max_new_tokens)))
-    first = dict(zip((i for i, c in enumerate(cands) if c), score_sequences(
-        rm, [(prompts[i] + greedy[i][0] + [tok.end_id])[-block:] for i, c in enumerate(cands) if c], tok.pad_id, rt)))
+    logps = lambda pairs: sequence_logps(model, [prompts[i] for i, _ in pairs], [ids for _, ids in pairs],
+                                         tok.end_id, tok.pad_id, rt, cfg.max_new_tokens)
+    ended = [i for i, (_, fin) in enumerate(greedy) if fin]
+    first_logp = dict(zip(ended, logps([(i, greedy[i][0]) for i in ended])))
+    split = [i for i in ended if may_tie(first_logp[i], cfg.tie_nats)]  # samples are drawn for these only
+    picks = best_of_n(model, rm, [prompts[i] for i in split], cfg.num_samples, tok.pad_id, tok.end_id, rt,
+                      cfg.max_new_tokens, temperature=1.0, batch_size=cfg.batch_size, generator=gen)
+    cands = {i: c for i, p in zip(split, picks) if (c := [(ids, s) for ids, fin, s in p[3]
+                                                           if fin and ids != greedy[i][0]])}
+    flat = [(i, ids) for i, c in cands.items() for ids, _ in c]
+    logp = dict(zip(((i, tuple(ids)) for i, ids in flat), logps(flat)))
+    first = dict(zip(cands, score_sequences(
+        rm, [(prompts[i] + greedy[i][0] + [tok.end_id])[-block:] for i in cands], tok.pad_id, rt)))
     out = list(greedy)
-    for i, c in enumerate(cands):
-        if c:
-            ids = tie_break(greedy[i][0], logp[i, tuple(greedy[i][0])], first[i],
-                            [(ids, logp[i, tuple(ids)], s) for ids, s in c], cfg.tie_nats)
-            out[i] = (ids, True)
+    for i, c in cands.items():
+        ids = tie_break(greedy[i][0], first_logp[i], first[i], [(ids, logp[i, tuple(ids)], s) for ids, s in c],
+                        cfg.tie_nats)
+        out[i] = (ids, True)
     print(f"near-ties: {sum(a != b for a, b in zip(out, greedy))} of {len(prompts)} answers alone are a sample the "
-          f"RM preferred (--tie_nats={cfg.tie_nats}, {cfg.num_samples} samples each)")
+          f"RM preferred (--tie_nats={cfg.tie_nats}; {cfg.num_samples} samples for each of the {len(split)} greedy "
+          f"answers with p <= 1 / (1 + e^-tie_nats))")
     return out
+
+
+def may_tie(first_logp, tie_nats):
+    """(3) Whether another answer can be a near-tie of one with this log p: a tie's p is at least e^-tie_nats times
+    the first's and the two sum to at most 1, so an answer likelier than 1 / (1 + e^-tie_nats) has none."""
+    return first_logp <= -F.softplus(torch.tensor(-tie_nats)).item()  # log(1 / (1 + e^-tie_nats))
 
 
 def tie_break(first, first_logp, first_score, samples, tie_nats):

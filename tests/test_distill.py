@@ -1,13 +1,15 @@
 """distill.py: which conversations it distills, the question alone, its records, and sft.py on them."""
 import json
+import math
 import random
 import re
 
+import pytest
 import torch
 
 from common import save_checkpoint
 from conftest import read, run
-from distill import alone, composed, conversations, histories, targets, tie_break
+from distill import alone, composed, conversations, histories, may_tie, targets, tie_break
 from sft import load_demonstrations
 from tokenizer import get_tokenizer
 
@@ -76,6 +78,16 @@ def test_a_near_tie_goes_to_the_rm_and_nothing_else_does():
     assert tie_break(first, -1.0, 0.5, [], tie_nats=0.3) == first
     assert tie_break(first, -1.0, 0.9, samples, tie_nats=0.3) == first        # a tie in RM score keeps the first
     assert tie_break(first, -1.0, 0.5, [(curt, -0.1, 0.6)], tie_nats=0.0) == curt  # more likely than greedy: a tie
+
+
+def test_samples_are_drawn_only_where_a_near_tie_is_possible():
+    """(3) p = 1 / (1 + e^-tie_nats) is the likeliest answer that can have a tie: the rest of the mass, 1 - p, is
+    then exactly tie_nats below it. A likelier answer has none; below it, or with any margin when tie_nats is huge."""
+    edge = math.log(1 / (1 + math.exp(-0.3)))
+    assert math.log(1 - math.exp(edge)) == pytest.approx(edge - 0.3)
+    assert may_tie(edge - 1e-6, 0.3) and not may_tie(edge + 1e-6, 0.3)
+    assert may_tie(-0.1, 0.0) is False and may_tie(-0.7, 0.0)  # with no margin only p <= 1/2 can tie
+    assert may_tie(-1e-9, 1e9) and not may_tie(-5.0, -1e9)
 
 
 def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_path):
