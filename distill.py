@@ -41,13 +41,13 @@ Details, numbered where the code implements them.
 """
 
 import json
+import math
 import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from common import LM_STAGES, answer_logps, check_messages, generate_batched, load_checkpoint, model_from_checkpoint, \
     parse_config, question_alone as alone, read_jsonl, setup
@@ -155,7 +155,7 @@ def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
                         cfg.tie_nats)
         out[i] = (ids, True)
     print(f"near-ties: {sum(a != b for a, b in zip(out, greedy))} of {len(prompts)} answers alone are a sample the "
-          f"RM preferred (--tie_nats={cfg.tie_nats}; {cfg.num_samples} samples for each of the {len(split)} greedy "
+          f"RM preferred (--tie_nats={cfg.tie_nats}; {cfg.num_samples} samples for each of the {len(split)} first "
           f"answers with p <= 1 / (1 + e^-tie_nats))")
     return out
 
@@ -163,7 +163,7 @@ def near_tie_pick(model, rm, prompts, greedy, cfg, tok, rt, gen):
 def may_tie(first_logp, tie_nats):
     """(3) Whether another answer can be a near-tie of one with this log p: a tie's p is at least e^-tie_nats times
     the first's and the two sum to at most 1, so an answer likelier than 1 / (1 + e^-tie_nats) has none."""
-    return first_logp <= -F.softplus(torch.tensor(-tie_nats)).item()  # log(1 / (1 + e^-tie_nats))
+    return first_logp <= min(tie_nats, 0) - math.log1p(math.exp(-abs(tie_nats)))  # log(1 / (1 + e^-tie_nats))
 
 
 def tie_break(first, first_logp, first_score, samples, tie_nats):

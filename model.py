@@ -15,9 +15,10 @@ Details implemented here (numbers are referenced in the code):
  2. GPT-2's parameter names, so a GPT-2 state_dict maps one to one; HF stores the four projection matrices as
     Conv1D (in, out) and we transpose them on load.
  3. Attention through F.scaled_dot_product_attention (flash / memory-efficient kernels on GPUs). On a CPU a padded
-    batch (training and scoring alike) and a generation step take the plain ops instead (q k^T / sqrt(hs), the
-    mask, softmax in fp32, times v): with a mask at this repository's head sizes PyTorch's fused CPU kernel is
-    slower, its backward several times (docs/experiments.md, "CPU attention"). The same math either way.
+    batch (any call with a mask: training and scoring alike) and a generation's decode steps (its prefill stays
+    fused) take the plain ops instead (q k^T / sqrt(hs), the mask, softmax in fp32, times v): with a mask at this
+    repository's head sizes PyTorch's fused CPU kernel is slower, its backward several times (docs/experiments.md,
+    "CPU attention"). The same math either way.
  4. Padding: a batch may be left-padded (prompts of different lengths). `attention_mask` (B, S) marks real tokens;
     position ids count from each row's first real token, and no query ever attends to a pad key. A pad query is
     allowed to attend to itself only, so its softmax is finite (its output is never used).
@@ -109,12 +110,12 @@ class CausalSelfAttention(nn.Module):
             v_cache[:, :, start:start + T] = v
             k, v = k_cache[:, :, :start + T], v_cache[:, :, :start + T]  # (B, nh, S, hs)
         if mask is not None and x.device.type == "cpu" and (cache is None or T == 1):  # (3) plain ops
-            # the (B, nh, T, S) scores are small but for a generation's prefill (fused below); scoring without
+            # the (B, nh, T, S) scores are small except in a generation's prefill (fused below); scoring without
             # gradients takes the same ops as training, so PPO's first ratio is 1 (ppo.py 9)
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, S)
             att = att.float().masked_fill(~mask, float("-inf")).softmax(-1).to(v.dtype)
             y = F.dropout(att, self.dropout, self.training) @ v
-        else:  # (3) mask is None only for an unpadded batch without cache: then the fast causal kernel applies
+        else:  # (3) GPUs, a CPU prefill, and mask None (an unpadded batch without cache: the causal kernel)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)

@@ -3,7 +3,7 @@
 #   prepare -> pretrain -> sft -> label -> reward -> ppo -> distill -> evaluate -> plot
 #   (InstructGPT's, with best-of-8 beside; distill: context distillation, so that PPO's gains hold in a conversation)
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (about 14 minutes, 2 cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (about 15 minutes, 2 cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model and fewer prompts, in out/tiny/
 #   bash run.sh --full     # and the other rows, into the same results.json: dpo (the same comparisons, no RM),
@@ -68,8 +68,8 @@ took() { echo "-- $1 took ${SECONDS}s"; }
 
 stage "prepare: the assistant world (corpus, demonstrations, prompts)"
 $PY data/assistant/prepare.py --out_dir=$DATA $S
-if [[ $TINY == 1 ]]; then  # the first lines of the large prompt files (shuffled: every family is in them)
-    for f in prompts_rl:200 prompts_later:200 sft_train:1000; do
+if [[ $TINY == 1 ]]; then  # the first rows of the large files (each row drawn at random: every family is in them)
+    for f in prompts_rl:200 prompts_later:200 sft_train:1000 good/sft_train:1000; do
         head -n ${f#*:} $DATA/${f%:*}.jsonl > $DATA/tiny.tmp && mv $DATA/tiny.tmp $DATA/${f%:*}.jsonl
     done
 fi

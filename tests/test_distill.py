@@ -125,5 +125,9 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
                    "--temperature=1", "--device=cpu", f"--reward={rm}", "--num_samples=2", f"--tie_nats={nats}")
         n = [int(x) for x in re.findall(r"near-ties: (\d+) of \d+ answers", proc.stdout)]
         assert len(n) == 2 and (sum(n) > 0) == moved and int(counts[0][3]) > 0  # some answers end: ties to break
+        # samples are drawn for first answers where a tie is possible: with no margin for none
+        sampled = [int(x) for x in re.findall(r"each of the (\d+) first answers", proc.stdout)]
+        asked = [int(x) for x in re.findall(r"(\d+) questions alone", proc.stdout)]
+        assert len(sampled) == 2 and (0 < sampled[0] <= asked[0] if moved else sampled == [0, 0])
         if not moved:  # the same answers as without --reward
             assert read(tied / "sft_train.jsonl") == train

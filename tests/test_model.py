@@ -49,14 +49,23 @@ def test_kv_cache_greedy_equals_naive_recomputation_and_each_prompt_alone():
         assert alone[0, len(p):].tolist() == out[i, idx.size(1):].tolist()
 
 
-def test_a_masked_batch_on_a_cpu_gets_the_fused_kernels_logits():
-    """(3) A batch with a mask on a CPU goes through the plain ops, not the fused kernel: the same logits on every
-    real token as the fused kernel (forced here by a mask of None's shape: causal, unpadded rows), and finite
-    gradients."""
+def test_on_a_cpu_a_mask_and_a_decode_step_take_the_plain_ops_with_the_fused_kernels_logits(monkeypatch):
+    """(3) On a CPU a call with a mask and a decode step go through the plain ops, a prefill and an unmasked batch
+    through the fused kernel; the fused kernel (mask None) and the plain ops (an all-ones mask) give the same
+    logits, and finite gradients."""
     model = tiny()
+    calls = []
+    fused_kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr("model.F.scaled_dot_product_attention",
+                        lambda q, *a, **k: calls.append(q.size(2)) or fused_kernel(q, *a, **k))
     idx = torch.tensor([p[:3] for p in PROMPTS])  # (3, 3), no padding
     fused, _ = model(idx)                                              # mask None: the fused causal kernel
+    assert calls == [3] * model.config.n_layer
+    calls.clear()
     plain, _ = model(idx, attention_mask=torch.ones_like(idx))         # a mask: the plain ops
+    assert calls == []
+    model.generate(idx, 4, temperature=0)  # the prefill (3 queries) fused, the 3 decode steps after it plain
+    assert calls == [3] * model.config.n_layer
     assert plain.requires_grad and torch.allclose(plain, fused, atol=1e-5)
     plain.logsumexp(-1).sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
