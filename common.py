@@ -6,6 +6,7 @@ framework: every training loop stays in its own script.
 
 import argparse
 import contextlib
+import ctypes
 import dataclasses
 import importlib.util
 import json
@@ -94,6 +95,8 @@ def setup(device="auto", dtype="auto", seed=1337):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     device_type = device.split(":")[0]
+    if device_type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(seed + rank)  # each rank its own dropout masks and samples
     if dtype == "auto":  # bf16 autocast where the hardware multiplies bf16 natively: GPUs from Ampere on (older ones
         # emulate it: fp16 there), CPUs with AVX512-BF16 or AMX (others emulate it, and an older torch without
@@ -110,6 +113,20 @@ def setup(device="auto", dtype="auto", seed=1337):
     # and skip a step whose gradient overflowed (halving the scale); bf16 has fp32's range and needs none of it
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
     return Runtime(device, device_type, rank, world, ddp, rank == 0, ctx, dtype, scaler)
+
+
+def keep_freed_memory():
+    """Keep freed CPU memory for the next tensor instead of handing it back to the kernel (Linux, glibc). glibc
+    maps each block of 32 MiB or more (a large batch's (B, nh, T, S) attention scores) with mmap and unmaps it when
+    freed, and trims the heap's free top, so the next forward pass faults the same pages in again: kernel time that
+    can rival a small model's arithmetic (docs/experiments.md, "Freed memory"). Raising both thresholds to 1 GiB
+    keeps the pages; no number changes. Where there is no glibc (macOS, Windows, musl) this does nothing."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+    return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 def wrap(model, rt, compile=False):

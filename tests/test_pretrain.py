@@ -1,6 +1,7 @@
 import contextlib
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -55,6 +56,21 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monk
     assert setup("cpu", "float32").dtype == "float32"  # an explicit choice stands
     monkeypatch.delattr(torch.cpu, "get_capabilities")  # an older torch cannot tell: fp32, as before
     assert setup("cpu", "auto").dtype == "float32"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux")
+def test_on_a_cpu_freed_memory_is_kept_for_the_next_tensor():
+    """After setup on a CPU a freed 64 MiB block is reused: glibc would unmap it and fault its 16384 pages in
+    again on every allocation (a large batch's attention scores; docs/experiments.md "Freed memory")."""
+    import resource  # Unix only
+    setup("cpu", "float32")
+    faults = []
+    for _ in range(10):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = torch.ones(16 << 20)  # 64 MiB, every page written
+        del x
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert sum(faults[5:]) < 1000, faults  # the first rounds grow the heap to hold it; then no page is new
 
 
 def test_fp16_loss_scaling_unscales_before_the_step_and_skips_an_overflowed_one(tmp_path):
