@@ -126,7 +126,7 @@ def keep_freed_memory():
     except (OSError, AttributeError):
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
-    # the trim threshold only once the mmap one took (an older glibc refuses above 32 MiB): set alone, it would freeze
+    # the trim threshold only once the mmap one took (mallopt may refuse a value): set alone, it would freeze
     # the mmap threshold at its 128 KiB start, and every block above that would be mapped and unmapped
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
