@@ -120,7 +120,8 @@ def keep_freed_memory():
     maps each block of 32 MiB or more (a large batch's (B, nh, T, S) attention scores) with mmap and unmaps it when
     freed, and trims the heap's free top, so the next forward pass faults the same pages in again: kernel time that
     can rival a small model's arithmetic (docs/experiments.md, "Freed memory"). Raising both thresholds to 1 GiB
-    keeps the pages; no number changes. Where there is no glibc (macOS, Windows, musl) this does nothing."""
+    keeps the pages (the process holds on to its peak's memory); no number changes. Where there is no glibc (macOS,
+    Windows, musl) this does nothing."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
