@@ -6,14 +6,17 @@ answers the same question alone. This script writes the targets; sft.py trains o
     python ppo.py                                     # out/ppo: RL's gains are made mostly on first turns
     python distill.py                                 # out/ppo, out/reward -> out/distill_data/*.jsonl
     python sft.py --data_dir=out/distill_data --init_from=out/ppo --out_dir=out/distill --epochs=1 \\
-        --learning_rate=1e-4 --min_lr=1e-4 --warmup_iters=0 --weight_decay=0     # out/distill: chat with this one
+        --learning_rate=1e-4 --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 \\
+        --tail_average=0.5                            # out/distill (the mean of its last half): chat with this one
     python sample.py --ckpt=out/distill --chat
 
 Why: PPO's gains do not carry to a longer context. On the embedded world its answers in turns 3-5 of a conversation
 make things up and answer half of two-part questions more often than the same questions alone, and so do DPO, rft,
 GRPO and RLOO, and PPO whose reward is the gold labeler's own score; the same question alone is answered well. The
 teacher is the policy itself given the question alone, the RM breaking its near-ties (3); no labeler or ideal answer
-enters. Evidence and the recipe's choice: docs/experiments.md, "Conversations, fourteenth try" and "fifteenth try".
+enters. Evidence and the recipe's choice: docs/experiments.md, "Conversations, fourteenth try" and "fifteenth try";
+the weights averaged over the second half of the epoch (sft.py 9), because the order of the records alone moved the
+later-turn results by more than the recipes differed ("Tail average").
 
 Details, numbered where the code implements them.
  1. Conversations: every record with two or more user turns in prompts_rl.jsonl, prompts_label.jsonl and

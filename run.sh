@@ -107,11 +107,13 @@ took ppo
 stage "distill: PPO's answers to each later question alone, taught in its conversation ($OUT/distill)"
 # context distillation (distill.py): RL's gains are made on first turns and do not carry to turns 3-5; the recipe
 # (a constant 1e-4, no weight decay; one epoch over the composed conversations) chosen in docs/experiments.md,
-# "Conversations, fourteenth try" and "fifteenth try"; the RM breaks the teacher's near-ties ("Near-ties")
+# "Conversations, fourteenth try" and "fifteenth try"; the RM breaks the teacher's near-ties ("Near-ties"); the
+# weights averaged over the last half of the steps, so that the record order matters less ("Tail average")
 $PY distill.py --init_from=$OUT/ppo --reward=$OUT/reward --data_dir=$DATA --out_dir=$OUT/distill_data $S \
     "${DISTILL[@]}" | grep -E "^sft_|^near-ties"
 $PY sft.py --data_dir=$OUT/distill_data --init_from=$OUT/ppo --out_dir=$OUT/distill --epochs=1 --learning_rate=1e-4 \
-    --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 $S "${DSFT[@]}" | grep --line-buffered -E "val_loss|^data"
+    --min_lr=1e-4 --warmup_iters=0 --weight_decay=0 --tail_average=0.5 $S "${DSFT[@]}" \
+    | grep --line-buffered -E "val_loss|^data"
 took distill
 
 POLICIES=$OUT/pretrain,$OUT/sft,$OUT/ppo,$OUT/distill REWARDS=$OUT/reward PREFS=""

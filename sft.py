@@ -35,8 +35,14 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     the demonstrations of the picks that ended by themselves, the loss on the pick alone (a prompt's earlier
     answers are context, not targets). run.sh --full continues SFT on the RM's best of 8 of the SFT model's answers
     to each labeling prompt: evaluate.py's rft row. distill.py's records (context distillation) are read the same way.
+ 9. Tail averaging (Polyak & Juditsky 1992; SWA, Izmailov et al. 2018): --tail_average=F ships the mean of the
+    weights after each of the last F of the steps. At a constant learning rate the last step's weights are one draw
+    around a minimum that the order of the last batches picks; their mean depends on the order far less. The mean is
+    kept beside the trained weights (the checkpoint holds both, so --resume ends with the same mean); val_loss is the
+    shipped weights'. run.sh's distillation averages its last half (0.5); off by default.
 """
 
+import copy
 import json
 import os
 import time
@@ -46,7 +52,7 @@ import torch
 
 from common import (LM_STAGES, Logger, accumulate_gradients, clip_and_step, check_messages, cleanup,
                     configure_optimizer, get_lr, load_checkpoint, model_from_checkpoint, parse_config, read_jsonl,
-                    rng_state, save_checkpoint, set_rng_state, setup, source_of, unwrap, wrap)
+                    rng_state, save_checkpoint, set_rng_state, setup, source_of, wrap)
 from model import GPT
 from tokenizer import get_tokenizer
 
@@ -76,6 +82,7 @@ class Config:
     device: str = "auto"              # auto (cuda if available), cpu, cuda, mps
     dtype: str = "auto"               # auto: bf16 where the device runs it natively, else fp16 (GPU) or fp32 (CPU)
     compile: bool = False             # torch.compile the model (GPUs)
+    tail_average: float = 0.0         # ship the mean of the weights over this last fraction of the steps (9); 0: off
 
 
 def check_demonstration(record):  # (1, 8)
@@ -144,6 +151,9 @@ if __name__ == "__main__":
     ckpt = load_checkpoint(source, stages=("sft",) if cfg.resume else LM_STAGES, tokenizer=data_tokenizer,
                            hint="SFT starts from a language model: run pretrain.py first")  # (7)
     model = model_from_checkpoint(ckpt, dropout=cfg.dropout)
+    if not 0 <= cfg.tail_average <= 1:
+        raise SystemExit(f"--tail_average is the fraction of the steps whose weights are averaged, in [0, 1]; got "
+                         f"{cfg.tail_average}")
     if cfg.scratch and not cfg.resume:
         model = GPT(model.config)  # the same architecture, fresh weights
     tok = get_tokenizer(ckpt["tokenizer"])
@@ -156,6 +166,11 @@ if __name__ == "__main__":
     if steps_per_epoch == 0:
         raise SystemExit(f"{len(train)} demonstrations are fewer than one global batch of {global_batch}")
     max_iters = max(1, round(cfg.epochs * steps_per_epoch))
+    # (9) the weights after steps tail_start + 1 .. max_iters are averaged: avg holds their running mean, n_avg of them
+    tail_start, avg, n_avg = max_iters - round(cfg.tail_average * max_iters), None, 0
+    if cfg.resume and ckpt.get("n_averaged"):  # the checkpoint ships the mean; the trained weights go on training
+        avg, n_avg = copy.deepcopy(model), ckpt["n_averaged"]
+        model.load_state_dict(ckpt["trained_model"])
     model.to(rt.device)
     optimizer = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
@@ -168,6 +183,8 @@ if __name__ == "__main__":
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else source_of(cfg.init_from))
     raw, model = model, wrap(model, rt, cfg.compile)
+    if avg is not None:
+        avg.to(rt.device)
 
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
@@ -180,10 +197,10 @@ if __name__ == "__main__":
         rng = rng_state(rt)  # every rank's, so that a resumed DDP run draws the same dropout masks
         if rt.master:
             save_checkpoint(cfg.out_dir, {
-                "model": unwrap(model).state_dict(), "model_args": asdict(raw.config),
+                "model": (avg if n_avg else raw).state_dict(), "model_args": asdict(raw.config),
                 "tokenizer": tok.name, "stage": "sft", "parent": parent, "config": asdict(cfg), "step": step,
                 "optimizer": optimizer.state_dict(), "scaler": rt.scaler.state_dict(), "rng": rng,
-                "val_loss": val_loss})
+                "val_loss": val_loss, "n_averaged": n_avg, "trained_model": raw.state_dict() if n_avg else None})
 
     if step == 0:
         logger.log(0, val_loss=evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt))
@@ -207,13 +224,20 @@ if __name__ == "__main__":
         clip_and_step(model, optimizer, rt, cfg.grad_clip, loss, step, cfg.out_dir)  # stops before a NaN lands
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        if step > tail_start:  # (9)
+            if n_avg == 0:
+                avg = copy.deepcopy(raw)
+            n_avg += 1
+            with torch.no_grad():
+                for a, w in zip(avg.parameters(), raw.parameters()):
+                    a.lerp_(w, 1 / n_avg)  # the running mean: a += (w - a) / n
         if step % cfg.log_interval == 0 or step == max_iters:
             dt = (time.time() - t_last) / (step - step_last)
             logger.log(step, loss=loss, lr=lr, epoch=epoch, ms_per_step=dt * 1000,
                        tok_per_s=tokens * rt.world_size / (dt * (step - step_last)))
             t_last, step_last, tokens = time.time(), step, 0
         if step % cfg.eval_interval == 0 or step == max_iters:
-            val_loss = evaluate_loss(raw, val, cfg.batch_size, tok.pad_id, rt)
+            val_loss = evaluate_loss(avg if n_avg else raw, val, cfg.batch_size, tok.pad_id, rt)
             logger.log(step, val_loss=val_loss)
             checkpoint(val_loss)
             t_last, step_last, tokens = time.time(), step, 0

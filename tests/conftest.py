@@ -67,6 +67,14 @@ def read(path):
     return [json.loads(line) for line in open(path)]
 
 
+def lines_that_fit(path, n, block_size=160):
+    """The first n lines of a demonstrations file whose conversation fits a context of block_size (tiny_pt's): the
+    ones sft.py trains on, so that a test knows its number of steps."""
+    from tokenizer import get_tokenizer
+    fits = lambda line: len(get_tokenizer("bytes").render_conversation(json.loads(line)["messages"])[0]) <= block_size
+    return "".join([line for line in open(path) if fits(line)][:n])
+
+
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """data/assistant/prepare.py's files, written once per test session."""

@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, run
+from conftest import ROOT, lines_that_fit, run
+from test_dpo import Killed
 from sft import load_demonstrations
 from tokenizer import get_tokenizer
 
@@ -398,6 +399,60 @@ def test_sft_steps_lower_the_val_loss(world, tiny_pt, tmp_path):
     res = json.load(open(tmp_path / "eval" / "results.json"))
     assert set(res["policies"]) == {"gpt", "gpt_prompted", "sft", "sft_rewrite"}  # the rewrite: labeler.rewrite
     assert res["policies"]["sft"]["n_prompts"] == 240 and "refusal" in res["policies"]["sft"]["families"]
+
+
+def test_tail_average_ships_the_mean_of_the_last_steps_and_depends_less_on_the_order(world, tiny_pt, tmp_path,
+                                                                                     monkeypatch):
+    """sft.py 9: --tail_average=0.5 ships the mean of the weights after each of the last half of the steps; two
+    orders of the same records land closer together than their last steps do; a run killed mid-average and resumed
+    ends with the same mean and the same trained weights, bit for bit."""
+    data = tmp_path / "data"  # 128 demonstrations that fit tiny_pt's context of 160: 16 steps of 8
+    data.mkdir()
+    for name, n in (("sft_train.jsonl", 128), ("sft_val.jsonl", 16)):
+        (data / name).write_text(lines_that_fit(world / name, n))
+    (data / "meta.json").write_text(open(world / "meta.json").read())
+    args = ["sft.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--epochs=1", "--batch_size=8", "--grad_accum=1",
+            "--learning_rate=3e-3", "--min_lr=3e-3", "--warmup_iters=0", "--eval_interval=4", "--dtype=float32",
+            "--tail_average=0.5"]
+    import common as common_module  # sft.py takes clip_and_step from common when it runs
+    real_step, seen, calls = common_module.clip_and_step, [], []
+
+    def recording(model, *rest):  # the trained weights after each step
+        real_step(model, *rest)
+        seen[-1].append({k: v.detach().clone() for k, v in common_module.unwrap(model).state_dict().items()})
+    monkeypatch.setattr(common_module, "clip_and_step", recording)
+    ckpts = {}
+    for seed in (1, 2):  # the same records in two orders
+        seen.append([])
+        run(*args, f"--seed={seed}", f"--out_dir={tmp_path / f'order{seed}'}")
+        ckpts[seed] = torch.load(tmp_path / f"order{seed}" / "ckpt.pt", weights_only=False)
+    steps = len(seen[0])
+    assert steps == ckpts[1]["step"] == 16 and ckpts[1]["n_averaged"] == ckpts[2]["n_averaged"] == 8
+    for run_seen, ckpt in zip(seen, ckpts.values()):
+        for k, v in ckpt["model"].items():
+            mean = torch.stack([w[k] for w in run_seen[8:]]).mean(0)
+            assert torch.allclose(v, mean, atol=1e-6), k
+            assert torch.equal(ckpt["trained_model"][k], run_seen[-1][k]), k
+    distance = lambda a, b: sum(float((a[k] - b[k]).norm() ** 2) for k in a) ** 0.5
+    last, mean = distance(seen[0][-1], seen[1][-1]), distance(ckpts[1]["model"], ckpts[2]["model"])
+    assert mean < 0.9 * last, (mean, last)  # the order moves the last steps most; both runs share the drift
+
+    def killed_in_step_14(*rest):  # its last checkpoint is step 12's: 4 of the 8 steps averaged
+        calls.append(1)
+        if len(calls) == 14:
+            raise Killed("kill -9 during step 14")
+        return real_step(*rest)
+    monkeypatch.setattr(common_module, "clip_and_step", killed_in_step_14)
+    cut = tmp_path / "cut"
+    proc = run(*args, "--seed=1", f"--out_dir={cut}", check=False)
+    assert proc.returncode != 0 and "Killed" in proc.stderr
+    assert torch.load(cut / "ckpt.pt", weights_only=False)["n_averaged"] == 4
+    monkeypatch.undo()
+    run(*args, "--seed=1", f"--out_dir={cut}", "--resume")
+    resumed = torch.load(cut / "ckpt.pt", weights_only=False)
+    assert resumed["n_averaged"] == 8
+    for key in ("model", "trained_model"):
+        assert all(torch.equal(resumed[key][k], ckpts[1][key][k]) for k in resumed[key]), key
 
 
 BAD_DEMONSTRATIONS = [

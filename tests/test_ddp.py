@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from conftest import ROOT, TINY_MODEL, read, run
+from conftest import ROOT, TINY_MODEL, lines_that_fit, read, run
 from test_ppo import tiny_checkpoints
 from test_reward import synthetic_comparisons
 
@@ -47,16 +47,19 @@ def test_sft_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_
     pt = tiny_pt
     # dropout 0: two ranks draw their dropout masks from other streams than one process does
     common = ["sft.py", f"--data_dir={world}", f"--init_from={pt}", "--epochs=1", "--batch_size=8", "--grad_accum=1",
-              "--dropout=0", "--eval_interval=1000", "--learning_rate=3e-3", "--dtype=float32"]
-    sft_data = tmp_path / "small"  # the first 64 demonstrations: 4 steps of 16
+              "--dropout=0", "--eval_interval=1000", "--learning_rate=3e-3", "--dtype=float32", "--tail_average=0.5"]
+    sft_data = tmp_path / "small"  # the first 64 demonstrations that fit tiny_pt's context of 160: 4 steps of 16
     sft_data.mkdir()
     for name in ("sft_train.jsonl", "sft_val.jsonl"):
-        (sft_data / name).write_text("".join(open(world / name).readlines()[:64]))
+        (sft_data / name).write_text(lines_that_fit(world / name, 64))
     (sft_data / "meta.json").write_text(open(world / "meta.json").read())
     common[1] = f"--data_dir={sft_data}"
     torchrun(*common, f"--out_dir={tmp_path / 'ddp'}")
     run(*common, "--grad_accum=2", f"--out_dir={tmp_path / 'one'}")
-    assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))
+    assert_same(weights(tmp_path / "ddp"), weights(tmp_path / "one"))  # the mean of the last 2 steps (sft.py 9)
+    ddp, one = (torch.load(tmp_path / d / "ckpt.pt", weights_only=False) for d in ("ddp", "one"))
+    assert ddp["step"] == one["step"] == 4 and ddp["n_averaged"] == one["n_averaged"] == 2
+    assert_same(ddp["trained_model"], one["trained_model"])
 
 
 def test_reward_two_ranks_equal_one_process_with_the_same_global_batch(world, tiny_pt, tmp_path):
