@@ -479,6 +479,15 @@ def test_bad_demonstrations_name_file_and_line_and_write_nothing(world, tiny_pt,
     assert not (tmp_path / "sft").exists()
 
 
+def test_a_tail_average_outside_0_to_1_is_refused_before_anything_is_written(world, tiny_pt, tmp_path):
+    for bad in ("1.5", "-0.1"):
+        proc = run("sft.py", f"--data_dir={world}", f"--init_from={tiny_pt}", f"--out_dir={tmp_path / 'sft'}",
+                   f"--tail_average={bad}", check=False)
+        assert proc.returncode != 0 and bad in proc.stderr
+        assert "--tail_average is the fraction of the steps whose weights are averaged, in [0, 1]" in proc.stderr
+        assert not (tmp_path / "sft").exists()
+
+
 def test_sft_refuses_a_parent_that_is_not_a_language_model_or_has_another_tokenizer(world, tmp_path):
     torch.save({"stage": "reward", "model": {}, "tokenizer": "bytes"}, tmp_path / "rm.pt")
     proc = run("sft.py", f"--data_dir={world}", f"--init_from={tmp_path / 'rm.pt'}", check=False)
