@@ -168,10 +168,10 @@ if __name__ == "__main__":
     max_iters = max(1, round(cfg.epochs * steps_per_epoch))
     # (9) the weights after steps tail_start + 1 .. max_iters are averaged: avg holds their running mean, n_avg of them
     tail_start, avg, n_avg = max_iters - round(cfg.tail_average * max_iters), None, 0
+    model.to(rt.device)
     if cfg.resume and ckpt.get("n_averaged"):  # the checkpoint ships the mean; the trained weights go on training
         avg, n_avg = copy.deepcopy(model), ckpt["n_averaged"]
         model.load_state_dict(ckpt["trained_model"])
-    model.to(rt.device)
     optimizer = configure_optimizer(model, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                                     rt.device_type)
     step = 0
@@ -183,8 +183,6 @@ if __name__ == "__main__":
         step = ckpt["step"]
     parent = ckpt["parent"] if cfg.resume else (None if cfg.scratch else source_of(cfg.init_from))
     raw, model = model, wrap(model, rt, cfg.compile)
-    if avg is not None:
-        avg.to(rt.device)
 
     if rt.master:
         print(f"config: {json.dumps(asdict(cfg))}")
