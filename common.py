@@ -6,7 +6,6 @@ framework: every training loop stays in its own script.
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import importlib.util
 import json
@@ -122,6 +121,7 @@ def keep_freed_memory():
     can rival a small model's arithmetic (docs/experiments.md, "Freed memory"). Raising both thresholds to 1 GiB
     keeps the pages (the process holds on to its peak's memory); no number changes. Where there is no glibc (macOS,
     Windows, musl) this does nothing."""
+    import ctypes  # the standard library's; only this function needs it
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

@@ -1,7 +1,7 @@
 import contextlib
 import json
 import os
-import sys
+import platform
 
 import pytest
 import torch
@@ -62,9 +62,9 @@ def test_auto_precision_is_bf16_only_on_a_cpu_that_multiplies_bf16_natively(monk
 def test_on_a_cpu_freed_memory_is_kept_for_the_next_tensor():
     """After setup on a CPU a freed 64 MiB block is reused: glibc would unmap it and fault its 16384 pages in
     again on every allocation (a large batch's attention scores; docs/experiments.md "Freed memory"). Without
-    glibc (macOS, Windows) there is nothing to set, and keep_freed_memory says so."""
+    glibc (macOS, Windows, musl's Linux) there is nothing to set, and keep_freed_memory says so."""
     setup("cpu", "float32")
-    if not sys.platform.startswith("linux"):
+    if platform.libc_ver()[0] != "glibc":
         assert keep_freed_memory() is False
         return
     import resource  # Unix only
