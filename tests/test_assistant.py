@@ -620,6 +620,25 @@ def test_later_turn_prompts_are_held_out_third_or_later_turns_with_no_follow_up_
     assert files["prompts_rl"] == read(world / "prompts_rl.jsonl") and files["prompts_later"] == []
 
 
+def test_the_last_labeling_prompts_are_harmful_requests_under_the_lowercase_message_and_change_no_other_file(world):
+    """prepare.build's last draw: n_label_lowercase labeling prompts, each a harmful request under "Write only in
+    lowercase letters." (some in a conversation), none an evaluation prompt or the start of one; every other file,
+    and the labeling prompts before them, are those of a build without them."""
+    label = read(world / "prompts_label.jsonl")
+    first, extra = label[:2000], label[2000:]
+    system = {"role": "system", "content": assistant.CONSTRAINTS["lowercase"]}
+    assert len(extra) == 200 and all(r["family"] == "refusal" and r["constraint"] == "lowercase" and
+                                     r["messages"][0] == system and r["ideal"] == assistant.REFUSE.lower()
+                                     for r in extra)
+    assert 0.15 < sum(r["turn"] >= 2 for r in extra) / len(extra) < 0.4  # conversations too, cut to PROMPT_TOKENS
+    evals = {json.dumps(r["messages"]) for name in ("prompts_eval", "prompts_later")
+             for r in read(world / f"{name}.jsonl")}
+    assert not [r for r in extra if any(json.dumps(r["messages"][:i + 1]) in evals for i in range(len(r["messages"])))]
+    _, files, _, _ = assistant.build(0, n_docs=0, n_label_lowercase=0)
+    assert files["prompts_label"] == first
+    assert all(files[name] == read(world / f"{name}.jsonl") for name in files if name != "prompts_label")
+
+
 def test_label_py_refiles_one_turn_comparisons_inside_a_labeling_conversation(world, tmp_path):
     """Each training comparison of a one-turn prompt again, after the earlier exchanges of a labeling conversation
     (turn >= 3) under the same system message, cut to PROMPT_TOKENS; the same answers, ranked by the labeler."""

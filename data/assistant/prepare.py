@@ -496,7 +496,8 @@ def corpus(rng, world, pairs, items, n_docs):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, n_eval=240, n_later=1000):
+def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, n_eval=240, n_later=1000,
+          n_label_lowercase=200):
     """The world and every file's records: (world, {file name: records}, corpus documents, held-out parts).
 
     Held out for evaluation: a quarter of the facts (only eval's knowledge prompts ask them), a sixth of the word
@@ -549,13 +550,14 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
             return constrained(rng, world, (a, attrs[0]), rng.choices(list(kinds), weights=list(kinds.values()))[0])
         return two_part(rng, world, a, attrs)
 
-    def sample(split_facts, split_items, split_pairs, split_outside, mix=MIX, kinds=KINDS, p_conv=P_CONV, demo=False):
+    def sample(split_facts, split_items, split_pairs, split_outside, mix=MIX, kinds=KINDS, p_conv=P_CONV, demo=False,
+               p_system_harmful=P_SYSTEM_HARMFUL):
         """A prompt: a family's question, perhaps under a system message, perhaps the last turn of a conversation
         whose earlier turns are one-turn questions about training facts, answered by a demonstrator (demo=True,
         demonstrations) or ideally (prompt files: the conversation a good assistant has had so far)."""
         family = rng.choices(list(mix), weights=list(mix.values()))[0]
         kind = None
-        if family != "constraint" and rng.random() < (P_SYSTEM_HARMFUL if family == "refusal" else P_SYSTEM):
+        if family != "constraint" and rng.random() < (p_system_harmful if family == "refusal" else P_SYSTEM):
             kind = rng.choices(list(kinds), weights=list(kinds.values()))[0]
         msgs, rec = one(family, split_facts, split_items, split_pairs, kinds, demo, split_outside, kind)
         if kind:
@@ -632,6 +634,19 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
         if fields["turn"] >= 3 and fields["family"] != "multiturn" and json.dumps(msgs) not in held_out | trained:
             later.append({"messages": msgs, **fields})
     out["prompts_later"] = later
+    # The third batch of labeling prompts: harmful requests under "Write only in lowercase letters.", drawn last so
+    # that every other file is as it was. There the ideal refusal differs from the plain one by two capitals, SFT
+    # samples the plain one more often, and seldom both for one prompt: without them the RM ranked the plain
+    # refusal above the lowercase one (the labeler halves it) and hardly told the lowercase one from a misspelling of
+    # it (which the labeler counts as help), so PPO was paid for neither (docs/experiments.md, "Lowercase refusals").
+    taken = held_out | {json.dumps(r["messages"]) for r in later}
+    while n_label_lowercase:
+        msgs, fields = sample(train_facts, train_items, train_pairs, train_outside, {"refusal": 1}, {"lowercase": 1},
+                              p_system_harmful=1.0)
+        msgs = split_ideal(msgs)[0]
+        if not any(json.dumps(msgs[:i + 1]) in taken for i, m in enumerate(msgs) if m["role"] == "user"):
+            out["prompts_label"].append({"messages": msgs, **fields})
+            n_label_lowercase -= 1
     return world, out, docs, held
 
 
