@@ -19,7 +19,7 @@ Details, numbered where the code implements them; evidence: docs/experiments.md;
     than l) of -log sigmoid(r(x, y_w) - r(x, y_l)). All K answers of a prompt go in the same batch, so the K-choose-2
     comparisons share K forward passes, and every prompt weighs the same however many pairs it has.
  3. One epoch (InstructGPT: more overfits an RM), AdamW with warmup and cosine decay, dropout off. The world has
-    2000 labeling prompts: an RM generalises an axis across prompts, not across more passes over the same ones.
+    2200 labeling prompts: an RM generalises an axis across prompts, not across more passes over the same ones.
  4. Normalisation, after training: the head's weight and bias are multiplied by 1 / std of the RM's scores of fresh
     answers of the SFT policy at PPO's temperature and length limit (norm_temperature, norm_max_new_tokens; keep
     them equal to ppo.py's) to the first norm_prompts prompts of prompts_rl.jsonl: those answers then have std 1
