@@ -586,17 +586,18 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
             evals.append({**rec, "held_out": fields["family"] in ("knowledge", "transform", "arithmetic"),
                           "edits": edits(rec), "edits_held_out": edits(rec, held_out=True)})
     out = {"prompts_eval": evals}
-    def draw(name, n):
+    def draw(name, n, mix=None, kinds=None, p_system_harmful=P_SYSTEM_HARMFUL, taken=held_out):
         """n records of a training file (the demonstrations' ideal twins beside sft_*'s), none of them an eval
-        prompt."""
-        rows, goods = [], []
-        while len(rows) < n:
+        prompt (one in taken). mix and kinds: the file's own unless given."""
+        if mix is None:
             mix, kinds = (LABEL_MIX, LABEL_KINDS) if name == "prompts_label" else \
                 (RL_MIX, KINDS) if name == "prompts_rl" else (MIX, KINDS)
+        rows, goods = [], []
+        while len(rows) < n:
             msgs, fields = sample(train_facts, train_items, train_pairs, train_outside, mix, kinds,
-                                  demo=name.startswith("sft"))
+                                  demo=name.startswith("sft"), p_system_harmful=p_system_harmful)
             msgs, good = split_ideal(msgs)
-            if any(json.dumps(msgs[:i + 1]) in held_out for i, m in enumerate(msgs) if m["role"] == "user"):
+            if any(json.dumps(msgs[:i + 1]) in taken for i, m in enumerate(msgs) if m["role"] == "user"):
                 continue  # an eval prompt, or a conversation that begins with one
             if name.startswith("sft"):
                 row = {"messages": msgs + [{"role": "assistant", "content": demonstrate(rng, fields)}],
@@ -639,14 +640,8 @@ def build(seed, n_animals=40, n_docs=9000, n_sft=4000, n_label=2000, n_rl=1000, 
     # samples the plain one more often, and seldom both for one prompt: without them the RM ranked the plain
     # refusal above the lowercase one (the labeler halves it) and hardly told the lowercase one from a misspelling of
     # it (which the labeler counts as help), so PPO was paid for neither (docs/experiments.md, "Lowercase refusals").
-    taken = held_out | {json.dumps(r["messages"]) for r in later}
-    while n_label_lowercase:
-        msgs, fields = sample(train_facts, train_items, train_pairs, train_outside, {"refusal": 1}, {"lowercase": 1},
-                              p_system_harmful=1.0)
-        msgs = split_ideal(msgs)[0]
-        if not any(json.dumps(msgs[:i + 1]) in taken for i, m in enumerate(msgs) if m["role"] == "user"):
-            out["prompts_label"].append({"messages": msgs, **fields})
-            n_label_lowercase -= 1
+    out["prompts_label"] += draw("prompts_label", n_label_lowercase, {"refusal": 1}, {"lowercase": 1}, 1.0,
+                                 held_out | {json.dumps(r["messages"]) for r in later})[0]
     return world, out, docs, held
 
 
