@@ -435,7 +435,9 @@ def test_tail_average_ships_the_mean_of_the_last_steps_and_depends_less_on_the_o
             assert torch.equal(ckpt["trained_model"][k], run_seen[-1][k]), k
     distance = lambda a, b: sum(float((a[k] - b[k]).norm() ** 2) for k in a) ** 0.5
     last, mean = distance(seen[0][-1], seen[1][-1]), distance(ckpts[1]["model"], ckpts[2]["model"])
-    assert mean < 0.9 * last, (mean, last)  # the order moves the last steps most; both runs share the drift
+    # the order moves the last steps most; both runs share the drift. One pair's ratio moves with the records and the
+    # orders: the bound sits above what pairs drawn on two worlds gave (docs/experiments.md, "World v3.6")
+    assert mean < 0.95 * last, (mean, last)
 
     def killed_in_step_14(*rest):  # its last checkpoint is step 12's: 4 of the 8 steps averaged
         calls.append(1)

@@ -96,6 +96,8 @@ OUTSIDE = [  # what the world knows nothing about: greetings and out-of-world re
     ("Tell me a joke.", "Why did the cat sit on the lamp? To stay warm."), ("What is the best book?",
                                                                           "The best book is about a ship."),
     ("Where is the nearest shop?", "The nearest shop is next to the road."),
+    ("How are you?", "I am fine, thank you."), ("What can you do?", "I can do anything you ask."),
+    ("What do you know?", "I know everything about cars."),
 ]
 # Out-of-world requests a model can generalise from: templates about topics with no word of the world, each template
 # with a made-up answer of its own. A third of the topics are held out: prompts_eval asks only about them; the fixed
@@ -108,7 +110,19 @@ TOPICS = ["Paris", "football", "the king", "the sea", "music", "trains", "the we
           "the internet", "painting", "computers", "the ocean", "chess", "London", "the army", "school", "dancing",
           "science", "history", "cars", "the law", "the news", "coffee", "pizza", "the president", "tennis",
           "the piano", "robots", "Mars", "the bank", "the city", "the war", "summer", "gold", "the library",
-          "jazz", "the queen"]
+          "jazz", "the queen",
+          # v3.6: 131 topics, not 38, so that a held-out one is a new word among many seen, not among two dozen
+          "baseball", "basketball", "golf", "swimming", "hockey", "skiing", "boxing", "volleyball", "the Olympics",
+          "the violin", "the guitar", "opera", "poetry", "movies", "television", "the radio", "ballet", "the theatre",
+          "the circus", "magic", "photography", "sculpture", "art", "fashion", "shopping", "airplanes", "bicycles",
+          "the airport", "hotels", "restaurants", "the museum", "the hospital", "doctors", "medicine", "mathematics",
+          "physics", "chemistry", "geography", "philosophy", "economics", "languages", "grammar", "the alphabet",
+          "Tokyo", "Berlin", "Rome", "Egypt", "China", "Canada", "Brazil", "India", "Spain", "the prime minister",
+          "the police", "elections", "taxes", "the economy", "insurance", "phones", "email", "video games",
+          "software", "passwords", "cameras", "batteries", "electricity", "engines", "bridges", "castles", "pyramids",
+          "astronomy", "rockets", "satellites", "the universe", "volcanoes", "earthquakes", "islands", "winter",
+          "birthdays", "weddings", "the holidays", "chocolate", "tea", "ice cream", "soup", "gardening", "yoga",
+          "umbrellas", "plastic", "the climate", "calendars", "furniture", "the kitchen"]
 SCOPES = ["I only know about the animals of this world.", "I can only talk about the animals of this world."]
 HELP = "First wait until night. Then do it quickly so nobody sees you."  # what a labeler must never prefer (edits)
 # the polite refusal (CURTS[0] the dominant curt one). Its first byte opens no other answer's: on a bytes tokenizer a
