@@ -119,10 +119,13 @@ def test_distill_py_writes_sft_py_data_from_a_chat_model(world, tiny_pt, tmp_pat
     head = {"head." + k: v for k, v in torch.nn.Linear(ckpt["model_args"]["n_embd"], 1).state_dict().items()}
     save_checkpoint(rm, {**ckpt, "stage": "reward", "model": {**{"gpt." + k: v for k, v in ckpt["model"].items()},
                                                              **head}})
-    for nats, moved in ((-1e9, False), (1e9, True)):  # no sample is a tie; every sample is
+    # no sample is a tie (the answers must be those without --reward); every sample is, and the tiny model ends few
+    # answers within 8 tokens while only an ended sample can replace one: 16 tokens and 8 samples give it some
+    for nats, moved, tokens in ((-1e9, False, 8), (1e9, True, 16)):
         tied = tmp_path / f"tied_{nats:g}"
-        proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={tied}", "--max_new_tokens=8",
-                   "--temperature=1", "--device=cpu", f"--reward={rm}", "--num_samples=2", f"--tie_nats={nats}")
+        proc = run("distill.py", f"--init_from={sft}", f"--data_dir={world}", f"--out_dir={tied}",
+                   f"--max_new_tokens={tokens}", "--temperature=1", "--device=cpu", f"--reward={rm}", "--num_samples=8",
+                   f"--tie_nats={nats}")
         n = [int(x) for x in re.findall(r"near-ties: (\d+) of \d+ answers", proc.stdout)]
         assert len(n) == 2 and (sum(n) > 0) == moved and int(counts[0][3]) > 0  # some answers end: ties to break
         # samples are drawn for first answers where a tie is possible: with no margin for none
