@@ -412,7 +412,7 @@ def test_tail_average_ships_the_mean_of_the_last_steps_and_depends_less_on_the_o
         (data / name).write_text(lines_that_fit(world / name, n))
     (data / "meta.json").write_text(open(world / "meta.json").read())
     args = ["sft.py", f"--data_dir={data}", f"--init_from={tiny_pt}", "--epochs=1", "--batch_size=8", "--grad_accum=1",
-            "--learning_rate=3e-3", "--min_lr=3e-3", "--warmup_iters=0", "--eval_interval=4", "--dtype=float32",
+            "--learning_rate=1e-2", "--min_lr=1e-2", "--warmup_iters=0", "--eval_interval=4", "--dtype=float32",
             "--tail_average=0.5"]
     import common as common_module  # sft.py takes clip_and_step from common when it runs
     real_step, seen, calls = common_module.clip_and_step, [], []
@@ -435,9 +435,9 @@ def test_tail_average_ships_the_mean_of_the_last_steps_and_depends_less_on_the_o
             assert torch.equal(ckpt["trained_model"][k], run_seen[-1][k]), k
     distance = lambda a, b: sum(float((a[k] - b[k]).norm() ** 2) for k in a) ** 0.5
     last, mean = distance(seen[0][-1], seen[1][-1]), distance(ckpts[1]["model"], ckpts[2]["model"])
-    # the order moves the last steps most; both runs share the drift. One pair's ratio moves with the records and the
-    # orders: the bound sits above what pairs drawn on two worlds gave (docs/experiments.md, "World v3.6")
-    assert mean < 0.95 * last, (mean, last)
+    # the order moves the last steps most; both runs share the drift. At 1e-2 one pair's ratio scatters less than at
+    # 3e-3, where a new world's records put it at the bound (docs/experiments.md, "World v3.6")
+    assert mean < 0.9 * last, (mean, last)
 
     def killed_in_step_14(*rest):  # its last checkpoint is step 12's: 4 of the 8 steps averaged
         calls.append(1)
