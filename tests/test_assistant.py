@@ -31,6 +31,21 @@ def test_prepare_is_deterministic_for_a_seed(tmp_path):
     assert (a / "sft_train.jsonl").read_bytes() != (c / "sft_train.jsonl").read_bytes()
 
 
+def test_no_animal_is_named_with_a_word_the_world_uses_otherwise():
+    """The generator can make "green", "max" and "queen"; an animal named so ("The green is green.", "Where is the
+    queen?" filed out-of-world) would make prompts no labeler could judge. Every text constant of prepare.py counts
+    (its upper-case names), so a list of text added later is covered without naming it here."""
+    texts = set()
+    for name, value in vars(assistant).items():
+        if name.isupper() and name not in ("ONSETS", "VOWELS", "CODAS", "SUFFIXES"):  # the name generator's parts
+            texts |= assistant.words(value)
+    makeable = {o + v + c + s for o in assistant.ONSETS for v in assistant.VOWELS for c in assistant.CODAS
+                for s in assistant.SUFFIXES}
+    assert {"green", "max", "queen"} <= texts & makeable  # what the check is about: words the generator can make
+    for seed in range(2000):
+        names = set(assistant.make_world(random.Random(seed), 40))
+        assert len(names) == 40 and not names & texts, (seed, names & texts)
+
 FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown",
             "outside"}
 CHAT_FILES = ("sft_train", "sft_val", "prompts_label", "prompts_rl")

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 
 import numpy as np
@@ -193,10 +194,34 @@ RL_MIX = {**MIX, "refusal": 0.235}  # 0.235 / (0.94 + 0.235) = 0.2
 KINDS, LABEL_KINDS = {k: 1 for k in CONSTRAINTS}, {"certainly": 1, "lowercase": 2, "quote": 1}
 
 
+def words(*texts):
+    """The lowercase words of strings, and of lists, tuples and dicts (keys and values) of them."""
+    found = set()
+    for t in texts:
+        if isinstance(t, str):
+            found |= set(re.findall(r"[a-z]+", t.lower()))
+        elif isinstance(t, dict):
+            found |= words(*t.keys(), *t.values())
+        elif isinstance(t, (list, tuple)):
+            found |= words(*t)
+    return found
+
+
+# No animal is named with a word the world's texts use otherwise: an animal called "green" ("The green is green."),
+# "max" (beside the person Max) or "queen" (whose "Where is the queen?" the world files as out-of-world) would make
+# prompts no labeler could judge. The generator can make a score of them ("gr" + "ee" + "n").
+RESERVED = words(COLOURS, HOMES, FOODS, PEOPLE, WORDS, FACT_FORMS, SUM_FORMS, COUNT_FORMS, REVERSE_FORMS, QUESTIONS,
+                 FOLLOW_UPS, PARTS, SUM_QUESTIONS, REVERSE_QUESTIONS, COUNT_QUESTIONS, UNKNOWN, HARMFUL, OUTSIDE,
+                 OUTSIDE_TEMPLATES, TOPICS, SCOPES, HELP, REFUSE, CURTS, CONSTRAINTS, OPENINGS, CLOSINGS,
+                 HELD_OUT_OPENINGS, HELD_OUT_CLOSINGS, HELD_OUT_CURTS, HELD_OUT_OUTSIDE, HELD_OUT_MADE_UP)
+
+
 def make_world(rng, n_animals):
     names = set()
     while len(names) < n_animals:
-        names.add(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) + rng.choice(SUFFIXES))
+        name = rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) + rng.choice(SUFFIXES)
+        if name not in RESERVED:  # drawn again; a seed that never draws one keeps the world it had
+            names.add(name)
     return {a: {k: rng.choice(v) for k, v in ATTRS.items()} for a in sorted(names)}
 
 
