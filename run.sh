@@ -69,7 +69,7 @@ took() { echo "-- $1 took ${SECONDS}s"; }
 stage "prepare: the assistant world (corpus, demonstrations, prompts)"
 $PY data/assistant/prepare.py --out_dir=$DATA $S
 if [[ $TINY == 1 ]]; then  # the first rows of the large files (each row drawn at random: every family is in them)
-    for f in prompts_rl:200 prompts_later:200 sft_train:1000 good/sft_train:1000; do
+    for f in prompts_rl:200 prompts_later:200 sft_train:1000 good/sft_train:1000 prompts_label:800 prompts_eval:120; do
         head -n ${f#*:} $DATA/${f%:*}.jsonl > $DATA/tiny.tmp && mv $DATA/tiny.tmp $DATA/${f%:*}.jsonl
     done
 fi

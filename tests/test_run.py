@@ -78,7 +78,7 @@ def test_run_sh_tiny_full_runs_every_stage_and_both_rounds_to_the_table(tmp_path
     assert not later & {m for m, _ in alone}  # no question the evaluation asks alone is taught
     picks = [json.loads(line) for line in open(tmp_path / "rft_data" / "sft_train.jsonl")]
     n_label = sum(1 for _ in open(tmp_path / "data" / "prompts_label.jsonl"))  # one pick per labeling prompt
-    assert len(picks) == n_label == 2200 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
+    assert len(picks) == n_label == 800 and all(len(r["responses"]) == 1 and len(r["rm_scores"]) == 1 for r in picks)
     # evaluate.py (18): every RL, DPO and best-of-N row against ppo, paired on the prompts
     assert {c["a"] for c in res["paired"] if c["b"] == "ppo"} == {"rloo", "grpo", "dpo", "best_of_2", "ppo_ptx",
                                                                   "grpo_verifier", "ppo_rm_verifier", "ppo_r2",
