@@ -3,7 +3,7 @@
 #   prepare -> pretrain -> sft -> label -> reward -> ppo -> distill -> evaluate -> plot
 #   (InstructGPT's, with best-of-8 beside; distill: context distillation, so that PPO's gains hold in a conversation)
 #
-#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (about 14 minutes, 2 cores)
+#   bash run.sh            # the real run: outputs in out/, comparisons in data/assistant/ (about 15 minutes, 2 cores)
 #   bash run.sh --seed=1   # another seed of the whole thing (the world and every stage): out/seed_1/, its data inside
 #   bash run.sh --tiny     # every stage for a few steps on a tiny model and fewer prompts, in out/tiny/
 #   bash run.sh --full     # and the other rows, into the same results.json: dpo (the same comparisons, no RM),
