@@ -46,6 +46,7 @@ def test_no_animal_is_named_with_a_word_the_world_uses_otherwise():
         names = set(assistant.make_world(random.Random(seed), 40))
         assert len(names) == 40 and not names & texts, (seed, names & texts)
 
+
 FAMILIES = {"knowledge", "transform", "arithmetic", "refusal", "multiturn", "constraint", "twopart", "unknown",
             "outside"}
 CHAT_FILES = ("sft_train", "sft_val", "prompts_label", "prompts_rl")
