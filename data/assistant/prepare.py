@@ -209,7 +209,7 @@ def words(*texts):
 
 # No animal is named with a word the world's texts use otherwise: an animal called "green" ("The green is green."),
 # "max" (beside the person Max) or "queen" (whose "Where is the queen?" the world files as out-of-world) would make
-# prompts no labeler could judge. The generator can make a score of them ("gr" + "ee" + "n").
+# prompts no labeler could judge. The generator can make such words ("gr" + "ee" + "n").
 RESERVED = words(COLOURS, HOMES, FOODS, PEOPLE, WORDS, FACT_FORMS, SUM_FORMS, COUNT_FORMS, REVERSE_FORMS, QUESTIONS,
                  FOLLOW_UPS, PARTS, SUM_QUESTIONS, REVERSE_QUESTIONS, COUNT_QUESTIONS, UNKNOWN, HARMFUL, OUTSIDE,
                  OUTSIDE_TEMPLATES, TOPICS, SCOPES, HELP, REFUSE, CURTS, CONSTRAINTS, OPENINGS, CLOSINGS,
