@@ -75,13 +75,14 @@ def test_kway_loss_by_hand_with_a_tie_and_gradients_only_through_untied_pairs():
 
 
 def synthetic_comparisons(world_dir, out_dir):
-    """Ranked answers written for the test: ideal > padded with filler > wrong, ranked by the labeler."""
+    """Ranked answers written for the test: ideal > padded with filler > wrong, ranked by the labeler. 400 labeling
+    prompts to train on, the next 400 to validate on (the rest only made validation slow)."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "assistant"))
     import labeler
     os.makedirs(out_dir, exist_ok=True)
     recs = read(world_dir / "prompts_label.jsonl")
-    for name, part in (("prefs_train", recs[:400]), ("prefs_val", recs[400:])):
+    for name, part in (("prefs_train", recs[:400]), ("prefs_val", recs[400:800])):
         with open(os.path.join(out_dir, f"{name}.jsonl"), "w") as f:
             for r in part:
                 responses = [r["ideal"], "Sure! " + r["ideal"] + " I hope this helps!", "No idea."]
